@@ -1,0 +1,97 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/actor_cast.hpp>
+#include <caf/fwd.hpp>
+
+#include <troupe/runtime/config.hpp>
+#include <troupe/runtime/message_catalog.hpp>
+#include <troupe/runtime/supervisor.hpp>
+
+namespace troupe {
+
+/// Runs one troupe node: a user's `main()` declares its messages, services and
+/// actors, then hands over to `run`, which loads the configuration, starts the
+/// supervision tree (cluster first, then services in declaration order), joins
+/// the cluster, serves health and metrics, and shuts down gracefully on
+/// SIGTERM/SIGINT.
+///
+///   int main(int argc, char** argv) {
+///     troupe::node node{"inventory-node"};
+///     node.messages().add<reserve_stock>("reserve_stock");
+///     node.service<inventory_actor>("inventory", spawn_inventory);
+///     return node.run(argc, argv);
+///   }
+class node {
+public:
+  using start_fn = std::function<caf::actor(caf::actor_system&, const config&)>;
+
+  explicit node(std::string program_name);
+  ~node();
+
+  message_catalog& messages() noexcept { return catalog_; }
+  /// Add the application's own configuration keys here before `run`.
+  config_schema& schema() noexcept { return schema_; }
+
+  /// Declares a service: started under supervision on nodes whose
+  /// `services.enabled` names it (or "*"), registered in the cluster registry
+  /// under `name` each time it (re)starts. `start` returns the typed handle.
+  template <class Handle, class Start>
+  node& service(std::string name, Start start,
+                restart_policy restart = restart_policy::permanent) {
+    add_component(std::move(name), true, restart,
+                  [start](caf::actor_system& sys, const config& cfg) {
+                    return caf::actor_cast<caf::actor>(start(sys, cfg));
+                  },
+                  [](caf::actor_system& sys) { return interface_of<Handle>(sys); });
+    return *this;
+  }
+
+  /// Declares a supervised actor that is not a service (a worker, a job).
+  node& actor(std::string name, start_fn start,
+              restart_policy restart = restart_policy::permanent);
+
+  /// Parses argv and the environment, runs until shut down; returns the
+  /// process exit code (0 clean, 1 runtime failure, 2 bad configuration).
+  int run(int argc, char** argv);
+
+  /// The interface names CAF uses for `Handle`, as the registry stores them.
+  template <class Handle>
+  static std::vector<std::string> interface_of(caf::actor_system& sys);
+
+private:
+  struct component {
+    std::string name;
+    bool is_service;
+    restart_policy restart;
+    start_fn start;
+    std::function<std::vector<std::string>(caf::actor_system&)> interface;
+  };
+  void add_component(std::string name, bool is_service, restart_policy restart,
+                     start_fn start,
+                     std::function<std::vector<std::string>(caf::actor_system&)> iface);
+  static std::vector<std::string> to_vector(const std::set<std::string>& names);
+
+  std::string program_;
+  message_catalog catalog_;
+  config_schema schema_;
+  std::vector<component> components_;
+};
+
+/// Declares the runtime's own configuration keys (node, cluster, status, log,
+/// shutdown, scheduler, supervisor, services) into `schema`.
+void declare_runtime_config(config_schema& schema);
+
+} // namespace troupe
+
+#include <caf/actor_system.hpp>
+
+template <class Handle>
+std::vector<std::string> troupe::node::interface_of(caf::actor_system& sys) {
+  return to_vector(sys.message_types<Handle>());
+}

@@ -1,0 +1,123 @@
+#pragma once
+
+// Service interfaces and calls. Include this where a service actor is
+// implemented or called; it pulls in CAF's typed-actor headers.
+
+#include <chrono>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_behavior.hpp>
+
+#include <troupe/runtime/call_context.hpp>
+#include <troupe/runtime/metrics.hpp>
+
+namespace troupe {
+
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
+
+/// A request a service answers with a reply: `handles<reserve_stock, stock_reserved>`.
+template <class Request, class Reply>
+using handles = typename caf::replies_to<call_context, Request>::template with<Reply>;
+
+/// A one-way message a service consumes: `on<order_shipped>`.
+template <class Event>
+using on = caf::reacts_to<call_context, Event>;
+
+/// A service's statically typed interface: `using inventory_actor =
+/// troupe::service<handles<reserve_stock, stock_reserved>, on<stock_counted>>;`
+/// Every message carries a call_context; every service answers the drain
+/// barrier that graceful shutdown uses to wait for queued work.
+template <class... Signatures>
+using service = caf::typed_actor<
+  typename caf::replies_to<drain_atom>::template with<drained_atom>, Signatures...>;
+
+namespace detail {
+
+template <class F>
+struct handler_traits : handler_traits<decltype(&F::operator())> {};
+
+template <class C, class R, class... Args>
+struct handler_traits<R (C::*)(Args...) const> {
+  using result = R;
+  using args = std::tuple<std::decay_t<Args>...>;
+  static constexpr size_t arity = sizeof...(Args);
+};
+
+template <class C, class R, class... Args>
+struct handler_traits<R (C::*)(Args...)> : handler_traits<R (C::*)(Args...) const> {};
+
+struct handling_probe {
+  handling_probe(const call_context& ctx, const std::string& actor,
+                 const metrics::actor_type_metrics& m) noexcept
+    : scope(ctx, actor.c_str()), m(m), start(std::chrono::steady_clock::now()) {}
+  ~handling_probe() {
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    m.handled->Increment();
+    m.handling_seconds->Observe(std::chrono::duration<double>(elapsed).count());
+  }
+  context_scope scope;
+  const metrics::actor_type_metrics& m;
+  std::chrono::steady_clock::time_point start;
+};
+
+// Turns a domain handler `R(const Request&)` or `R(const call_context&,
+// const Request&)` into the `R(const call_context&, const Request&)` the
+// interface declares, setting the log context and counting the message.
+template <class F>
+auto wrap_handler(std::string actor, metrics::actor_type_metrics m, F f) {
+  using traits = handler_traits<F>;
+  using result = typename traits::result;
+  using request = std::tuple_element_t<traits::arity - 1, typename traits::args>;
+  return [actor = std::move(actor), m, f = std::move(f)](
+           const call_context& ctx, const request& req) mutable -> result {
+    handling_probe probe{ctx, actor, m};
+    if constexpr (traits::arity == 2)
+      return f(ctx, req);
+    else
+      return f(req);
+  };
+}
+
+} // namespace detail
+
+/// Builds a service's behaviour from domain handlers, one per request type:
+///
+///   return troupe::serve(self, [=](const reserve_stock& cmd) -> stock_reserved {...});
+///
+/// Each handler runs with the request's call_context current (so logs carry its
+/// correlation id and outgoing calls inherit its deadline) and is counted in
+/// the per-actor-type metrics.
+template <class Self, class... Handlers>
+auto serve(Self* self, Handlers... handlers) {
+  std::string actor = self->name();
+  auto m = metrics::instance().for_actor_type(actor);
+  return typename Self::behavior_type{
+    [](drain_atom) { return drained_atom::value; },
+    detail::wrap_handler(actor, m, std::move(handlers))...};
+}
+
+/// Sends `request` to a service and returns CAF's response handle, so the
+/// caller continues with `.then(on_reply, on_error)`. The call inherits the
+/// current correlation id and deadline; its timeout never outlives either.
+template <class Self, class Handle, class Request>
+auto call(Self* self, const Handle& service, std::chrono::nanoseconds timeout,
+          Request request) {
+  auto ctx = call_context::derive().narrowed(timeout);
+  auto left = ctx.remaining(timeout);
+  return self->request(service, caf::duration{left}, std::move(ctx),
+                       std::move(request));
+}
+
+/// Sends a one-way message (an event or command without reply) to a service.
+template <class Self, class Handle, class Event>
+void tell(Self* self, const Handle& service, Event event) {
+  self->send(service, call_context::derive(), std::move(event));
+}
+
+} // namespace troupe

@@ -1,0 +1,431 @@
+#include <troupe/runtime/node.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <troupe/runtime/cluster.hpp>
+#include <troupe/runtime/errors.hpp>
+#include <troupe/runtime/logging.hpp>
+#include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/service.hpp>
+#include <troupe/runtime/status_server.hpp>
+
+namespace troupe {
+
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+
+void declare_runtime_config(config_schema& s) {
+  using namespace std::chrono_literals;
+  s.declare("node.name", value_kind::string)
+    .required()
+    .describe("Unique, stable name of this node (in Kubernetes: the pod name).");
+  s.declare("cluster.bind_host", value_kind::string)
+    .default_value("127.0.0.1")
+    .describe("Address the cluster endpoint listens on.");
+  s.declare("cluster.advertise_host", value_kind::string)
+    .describe("Address other nodes use to reach this one; empty = cluster.bind_host.");
+  s.declare("cluster.port", value_kind::integer)
+    .default_value("4100")
+    .min(0)
+    .max(65535)
+    .describe("Cluster endpoint port; 0 picks a free port.");
+  s.declare("cluster.seeds", value_kind::string_list)
+    .default_value("[]")
+    .describe("Seed nodes as host:port; a node that is its own only seed starts the cluster.");
+  s.declare("cluster.dns_name", value_kind::string)
+    .describe("DNS name resolving to every member (a headless Service); used with cluster.dns_port.");
+  s.declare("cluster.dns_port", value_kind::integer)
+    .default_value("4100")
+    .min(1)
+    .max(65535)
+    .describe("Cluster port of members discovered through cluster.dns_name.");
+  s.declare("cluster.heartbeat_interval", value_kind::duration)
+    .default_value("500ms")
+    .min(10ms)
+    .max(60s)
+    .describe("How often members are pinged and unreachable seeds retried.");
+  s.declare("cluster.failure_timeout", value_kind::duration)
+    .default_value("3s")
+    .min(50ms)
+    .max(600s)
+    .describe("A member that does not answer a ping within this time is marked down.");
+  s.declare("cluster.connect_timeout", value_kind::duration)
+    .default_value("2s")
+    .min(10ms)
+    .max(60s)
+    .describe("Timeout for connecting and joining a peer.");
+  s.declare("status.enabled", value_kind::boolean)
+    .default_value("true")
+    .describe("Serve /metrics, /healthz, /readyz and /cluster over HTTP.");
+  s.declare("status.host", value_kind::string)
+    .default_value("127.0.0.1")
+    .describe("Address of the status endpoint.");
+  s.declare("status.port", value_kind::integer)
+    .default_value("9100")
+    .min(0)
+    .max(65535)
+    .describe("Port of the status endpoint; 0 picks a free port.");
+  s.declare("log.format", value_kind::string)
+    .default_value("console")
+    .choices({"console", "json"})
+    .describe("Log records as human-readable lines or JSON lines.");
+  s.declare("log.level", value_kind::string)
+    .default_value("info")
+    .choices({"trace", "debug", "info", "warn", "error", "critical", "off"})
+    .describe("Lowest level that is logged.");
+  s.declare("shutdown.grace_period", value_kind::duration)
+    .default_value("10s")
+    .min(0ms)
+    .max(3600s)
+    .describe("Time in-flight work gets to finish after SIGTERM.");
+  s.declare("scheduler.max_threads", value_kind::integer)
+    .default_value("0")
+    .min(0)
+    .max(1024)
+    .describe("Scheduler worker threads; 0 = one per core.");
+  s.declare("scheduler.max_throughput", value_kind::integer)
+    .default_value("300")
+    .min(1)
+    .max(1000000)
+    .describe("Messages an actor handles before yielding its worker thread.");
+  s.declare("supervisor.max_restarts", value_kind::integer)
+    .default_value("5")
+    .min(0)
+    .max(1000)
+    .describe("Restarts allowed within supervisor.window before a supervisor gives up.");
+  s.declare("supervisor.window", value_kind::duration)
+    .default_value("30s")
+    .min(1ms)
+    .describe("Window of the restart budget.");
+  s.declare("supervisor.initial_backoff", value_kind::duration)
+    .default_value("50ms")
+    .min(0ms)
+    .describe("Delay before the first restart; doubles per recent restart.");
+  s.declare("supervisor.max_backoff", value_kind::duration)
+    .default_value("5s")
+    .min(0ms)
+    .describe("Longest delay between restarts.");
+  s.declare("services.enabled", value_kind::string_list)
+    .default_value("[\"*\"]")
+    .describe("Services and actors this node runs; \"*\" = all it declares.");
+}
+
+node::node(std::string program_name) : program_(std::move(program_name)) {
+  declare_runtime_config(schema_);
+}
+
+node::~node() = default;
+
+node& node::actor(std::string name, start_fn start, restart_policy restart) {
+  add_component(std::move(name), false, restart, std::move(start), nullptr);
+  return *this;
+}
+
+void node::add_component(std::string name, bool is_service, restart_policy restart,
+                         start_fn start,
+                         std::function<std::vector<std::string>(caf::actor_system&)> iface) {
+  components_.push_back(
+    component{std::move(name), is_service, restart, std::move(start), std::move(iface)});
+}
+
+std::vector<std::string> node::to_vector(const std::set<std::string>& names) {
+  return {names.begin(), names.end()};
+}
+
+namespace {
+
+// Signals are taken by one thread with sigwait, so no handler runs inside
+// CAF's or spdlog's code.
+class signal_watcher {
+public:
+  explicit signal_watcher(std::function<void(int)> on_signal)
+    : on_signal_(std::move(on_signal)) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~signal_watcher() {
+    stopping_ = true;
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    thread_.join();
+  }
+
+  static void block_signals() {
+    sigset_t set = watched();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+
+private:
+  static sigset_t watched() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR2);
+    return set;
+  }
+
+  void loop() {
+    sigset_t set = watched();
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0)
+        continue;
+      if (stopping_)
+        return;
+      if (sig == SIGUSR2)
+        continue;
+      on_signal_(sig);
+    }
+  }
+
+  std::function<void(int)> on_signal_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+supervisor_settings supervisor_settings_from(const config& cfg,
+                                             restart_strategy strategy) {
+  using std::chrono::duration_cast;
+  using ms = std::chrono::milliseconds;
+  supervisor_settings s;
+  s.strategy = strategy;
+  s.max_restarts = static_cast<size_t>(cfg.get_int("supervisor.max_restarts"));
+  s.window = duration_cast<ms>(cfg.get_duration("supervisor.window"));
+  s.initial_backoff = duration_cast<ms>(cfg.get_duration("supervisor.initial_backoff"));
+  s.max_backoff = duration_cast<ms>(cfg.get_duration("supervisor.max_backoff"));
+  return s;
+}
+
+cluster_settings cluster_settings_from(const config& cfg) {
+  using std::chrono::duration_cast;
+  using ms = std::chrono::milliseconds;
+  cluster_settings s;
+  s.node_name = cfg.get_string("node.name");
+  s.bind_host = cfg.get_string("cluster.bind_host");
+  if (cfg.has("cluster.advertise_host"))
+    s.advertise_host = cfg.get_string("cluster.advertise_host");
+  if (s.advertise_host.empty())
+    s.advertise_host = s.bind_host;
+  s.port = static_cast<uint16_t>(cfg.get_int("cluster.port"));
+  s.seeds = cfg.get_list("cluster.seeds");
+  if (cfg.has("cluster.dns_name"))
+    s.dns_name = cfg.get_string("cluster.dns_name");
+  s.dns_port = static_cast<uint16_t>(cfg.get_int("cluster.dns_port"));
+  s.heartbeat_interval = duration_cast<ms>(cfg.get_duration("cluster.heartbeat_interval"));
+  s.failure_timeout = duration_cast<ms>(cfg.get_duration("cluster.failure_timeout"));
+  s.connect_timeout = duration_cast<ms>(cfg.get_duration("cluster.connect_timeout"));
+  return s;
+}
+
+bool enabled(const std::vector<std::string>& list, const std::string& name) {
+  for (auto& entry : list)
+    if (entry == "*" || entry == name)
+      return true;
+  return false;
+}
+
+} // namespace
+
+int node::run(int argc, char** argv) {
+  // 1. Configuration: flags > environment > file > defaults; no partial start.
+  CLI::App app{program_ + " — a troupe node"};
+  std::string config_file;
+  bool print_config = false;
+  bool print_reference = false;
+  app.add_option("-c,--config", config_file, "YAML configuration file");
+  app.add_flag("--print-config", print_config, "Print the effective configuration and exit");
+  app.add_flag("--config-reference", print_reference,
+               "Print the reference of every configuration key (Markdown) and exit");
+  std::map<std::string, std::string> flag_values;
+  for (auto& [name, key] : schema_.keys())
+    app.add_option("--" + name, flag_values[name], key.description);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << program_ << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (print_reference) {
+    schema_.write_reference(std::cout);
+    return 0;
+  }
+  config_sources sources;
+  sources.file = config_file;
+  sources.environment = config::troupe_environment();
+  for (auto& [name, key] : schema_.keys())
+    if (app.count("--" + name) > 0)
+      sources.overrides.emplace_back(name, flag_values[name]);
+  config cfg;
+  try {
+    cfg = config::load(schema_, sources);
+  } catch (const config_error& e) {
+    std::cerr << program_ << ": configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  if (print_config) {
+    cfg.print(std::cout);
+    return 0;
+  }
+
+  auto node_name = cfg.get_string("node.name");
+  init_logging({parse_log_format(cfg.get_string("log.format")),
+                cfg.get_string("log.level"), node_name});
+
+  // 2. Signals go to the watcher thread only; block them before CAF starts
+  //    its threads so they inherit the mask.
+  signal_watcher::block_signals();
+
+  caf::actor_system_config caf_cfg;
+  caf_cfg.load<caf::io::middleman>();
+  catalog_.apply_to(caf_cfg);
+  if (auto n = cfg.get_int("scheduler.max_threads"); n > 0)
+    caf_cfg.set("scheduler.max-threads", static_cast<size_t>(n));
+  caf_cfg.set("scheduler.max-throughput",
+              static_cast<size_t>(cfg.get_int("scheduler.max_throughput")));
+  caf_cfg.set("logger.console", caf::atom("none"));
+  caf::actor_system sys{caf_cfg};
+
+  std::atomic<bool> started{false};
+  std::atomic<bool> stopping{false};
+  auto view = std::make_shared<cluster_view>();
+
+  // 3. Health and metrics first, so probes answer (not ready) during start-up.
+  std::unique_ptr<status_server> status;
+  if (cfg.get_bool("status.enabled")) {
+    try {
+      status = std::make_unique<status_server>(
+        cfg.get_string("status.host"), static_cast<uint16_t>(cfg.get_int("status.port")),
+        status_server::handlers{
+          [&] { return started && !stopping && view->joined(); },
+          [] { return metrics::instance().serialize(); },
+          [view] { return view->json(); }});
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      return 1;
+    }
+    spdlog::info("status endpoint listening on {}:{}", cfg.get_string("status.host"),
+                 status->port());
+  }
+
+  // 4. The supervision tree: the cluster first; services after it, restarted
+  //    with it (rest-for-one) so they re-register in a fresh registry.
+  auto wanted = cfg.get_list("services.enabled");
+  std::vector<child_spec> workload;
+  for (auto& comp : components_) {
+    if (!enabled(wanted, comp.name))
+      continue;
+    auto start = comp.start;
+    auto iface = comp.interface;
+    auto name = comp.name;
+    bool is_service = comp.is_service;
+    workload.push_back(child_spec{
+      name,
+      [start, iface, name, is_service, &cfg](caf::actor_system& s) {
+        auto handle = start(s, cfg);
+        if (is_service)
+          caf::anon_send(local_cluster(s), register_service_atom::value, name, handle,
+                         iface(s));
+        return handle;
+      },
+      comp.restart});
+  }
+  auto settings = cluster_settings_from(cfg);
+  std::vector<child_spec> root_children{
+    child_spec{"cluster",
+               [settings, view](caf::actor_system& s) {
+                 return caf::actor_cast<caf::actor>(spawn_cluster(s, settings, view));
+               },
+               restart_policy::permanent},
+    supervisor_child("services",
+                     supervisor_settings_from(cfg, restart_strategy::one_for_one),
+                     std::move(workload))};
+  auto root = spawn_supervisor(sys, "root",
+                               supervisor_settings_from(cfg, restart_strategy::rest_for_one),
+                               std::move(root_children));
+  started = true;
+
+  caf::scoped_actor self{sys};
+  self->monitor(root);
+  std::atomic<int> signals{0};
+  auto waiter = caf::actor_cast<caf::actor>(self);
+  signal_watcher watcher{[&signals, waiter](int sig) {
+    if (signals.fetch_add(1) > 0) {
+      // A second signal means "now": no grace.
+      spdlog::warn("second signal {}: stopping at once", sig);
+      std::_Exit(130);
+    }
+    caf::anon_send(waiter, shutdown_atom::value);
+  }};
+
+  int exit_code = 0;
+  bool root_alive = true;
+  self->receive(
+    [&](shutdown_atom) { spdlog::info("shutdown requested: draining"); },
+    [&](caf::down_msg& msg) {
+      root_alive = false;
+      exit_code = 1;
+      spdlog::critical("supervision tree failed: {}", describe(msg.reason));
+    });
+
+  // 5. Graceful shutdown: unready, leave (peers stop routing to us), drain
+  //    what is queued, then stop the tree in reverse order.
+  stopping = true;
+  auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
+    cfg.get_duration("shutdown.grace_period"));
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  auto left = [&] {
+    auto d = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    return caf::duration{std::max(d, std::chrono::milliseconds{1})};
+  };
+  if (root_alive) {
+    auto cluster = local_cluster(sys);
+    std::vector<caf::actor> local_services;
+    if (cluster) {
+      self->request(cluster, left(), members_atom::value)
+        .receive(
+          [&](std::vector<member_info>& members) {
+            for (auto& svc : members.front().services)
+              local_services.push_back(svc.handle);
+          },
+          [](caf::error&) {});
+      self->request(cluster, left(), leave_cluster_atom::value)
+        .receive([](caf::ok_atom) {}, [](caf::error&) {});
+    }
+    size_t drained = 0;
+    for (auto& svc : local_services) {
+      self->request(svc, left(), drain_atom::value)
+        .receive([&](drained_atom) { ++drained; },
+                 [&](caf::error& err) {
+                   spdlog::warn("service did not drain in time: {}", describe(err));
+                 });
+    }
+    spdlog::info("drained {} of {} services", drained, local_services.size());
+    self->send_exit(root, caf::exit_reason::user_shutdown);
+    self->receive([](caf::down_msg&) {},
+                  caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now() +
+                    std::chrono::seconds(1))) >>
+                    [&] {
+                      spdlog::error("supervision tree did not stop in time");
+                      exit_code = 1;
+                    });
+  }
+  if (status)
+    status->stop();
+  spdlog::info("node {} stopped", node_name);
+  return exit_code;
+}
+
+} // namespace troupe
