@@ -40,8 +40,6 @@ namespace troupe {
 
 namespace {
 
-using namespace std::chrono_literals;
-
 /// Internal: a child asked to stop has not stopped within the grace period.
 using stop_timeout_atom = caf::atom_constant<caf::atom("stoptmo")>;
 
@@ -50,7 +48,7 @@ constexpr auto shutdown_grace = std::chrono::milliseconds{5000};
 
 struct child_slot {
   child_spec spec;
-  caf::actor handle;    ///< the current instance; null while down
+  caf::actor handle;     ///< the current instance; null while down
   bool stopping = false; ///< asked to stop by us: its exit is expected
   bool pending = false;  ///< waits to be started in the next restart round
 };
@@ -80,9 +78,12 @@ using supervisor_actor = caf::stateful_actor<supervisor_state>;
 
 const char* to_string(restart_policy p) {
   switch (p) {
-    case restart_policy::permanent: return "permanent";
-    case restart_policy::transient: return "transient";
-    case restart_policy::temporary: return "temporary";
+  case restart_policy::permanent:
+    return "permanent";
+  case restart_policy::transient:
+    return "transient";
+  case restart_policy::temporary:
+    return "temporary";
   }
   return "unknown";
 }
@@ -93,9 +94,12 @@ bool is_normal_exit(const caf::error& reason) {
 
 bool wants_restart(restart_policy policy, const caf::error& reason) {
   switch (policy) {
-    case restart_policy::permanent: return true;
-    case restart_policy::transient: return !is_normal_exit(reason);
-    case restart_policy::temporary: return false;
+  case restart_policy::permanent:
+    return true;
+  case restart_policy::transient:
+    return !is_normal_exit(reason);
+  case restart_policy::temporary:
+    return false;
   }
   return false;
 }
@@ -110,7 +114,8 @@ std::chrono::milliseconds backoff_for(const supervisor_settings& s, size_t recen
 
 class supervisor_logic {
 public:
-  explicit supervisor_logic(supervisor_actor* self) : self_(self) {}
+  explicit supervisor_logic(supervisor_actor* self)
+      : self_(self) {}
 
   supervisor_state& st() { return self_->state; }
   child_slots& slots() { return *st().children; }
@@ -169,8 +174,9 @@ public:
       return;
     auto& slot = slots()[index];
     if (slot.handle && slot.handle.id() == id && slot.stopping) {
-      spdlog::warn("supervisor '{}': child '{}' ignored user_shutdown for {} ms, killing it",
-                   st().sup_name, slot.spec.name, shutdown_grace.count());
+      spdlog::warn(
+          "supervisor '{}': child '{}' ignored user_shutdown for {} ms, killing it",
+          st().sup_name, slot.spec.name, shutdown_grace.count());
       caf::anon_send_exit(slot.handle, caf::exit_reason::kill);
     }
   }
@@ -180,7 +186,8 @@ public:
       if (slot.spec.name == name) {
         if (slot.handle && !slot.stopping)
           return slot.handle;
-        return make_error(errc::not_found, st().sup_name + ": child '" + name + "' is down");
+        return make_error(errc::not_found,
+                          st().sup_name + ": child '" + name + "' is down");
       }
     return make_error(errc::not_found, st().sup_name + ": no child named '" + name + "'");
   }
@@ -193,8 +200,8 @@ private:
     try {
       child = slot.spec.start(self_->system());
     } catch (const std::exception& e) {
-      return make_error(errc::internal, "start of child '" + slot.spec.name +
-                                            "' threw: " + e.what());
+      return make_error(errc::internal,
+                        "start of child '" + slot.spec.name + "' threw: " + e.what());
     } catch (...) {
       return make_error(errc::internal, "start of child '" + slot.spec.name + "' threw");
     }
@@ -229,9 +236,9 @@ private:
     while (!s.restarts.empty() && now - s.restarts.front() > s.settings.window)
       s.restarts.pop_front();
     if (s.restarts.size() >= s.settings.max_restarts) {
-      auto err = make_error(errc::restart_budget_exceeded,
-                            s.sup_name + ": child '" + failed.spec.name +
-                                "' failed too often");
+      auto err =
+          make_error(errc::restart_budget_exceeded,
+                     s.sup_name + ": child '" + failed.spec.name + "' failed too often");
       spdlog::error("supervisor '{}': child '{}' failed ({}); more than {} restarts "
                     "within {} ms, giving up",
                     s.sup_name, failed.spec.name, describe(reason),
@@ -247,9 +254,15 @@ private:
     size_t first = i;
     size_t last = i + 1;
     switch (s.settings.strategy) {
-      case restart_strategy::one_for_one: break;
-      case restart_strategy::all_for_one: first = 0; last = cs.size(); break;
-      case restart_strategy::rest_for_one: last = cs.size(); break;
+    case restart_strategy::one_for_one:
+      break;
+    case restart_strategy::all_for_one:
+      first = 0;
+      last = cs.size();
+      break;
+    case restart_strategy::rest_for_one:
+      last = cs.size();
+      break;
     }
     failed.pending = true;
     for (auto j = first; j < last; ++j) {
@@ -354,15 +367,15 @@ caf::behavior supervisor_impl(supervisor_actor* self, std::string name,
   self->set_exit_handler([logic](caf::exit_msg& em) { logic->on_exit(em); });
   logic->start_all();
   return {
-    [logic](which_child_atom, const std::string& child) {
-      return logic->which_child(child);
-    },
-    [logic](restart_child_atom, uint64_t generation) {
-      logic->on_restart_timer(generation);
-    },
-    [logic](stop_timeout_atom, uint64_t index, caf::actor_id id) {
-      logic->on_stop_timeout(index, id);
-    },
+      [logic](which_child_atom, const std::string& child) {
+        return logic->which_child(child);
+      },
+      [logic](restart_child_atom, uint64_t generation) {
+        logic->on_restart_timer(generation);
+      },
+      [logic](stop_timeout_atom, uint64_t index, caf::actor_id id) {
+        logic->on_stop_timeout(index, id);
+      },
   };
 }
 
@@ -378,12 +391,12 @@ child_spec supervisor_child(std::string name, supervisor_settings settings,
                             std::vector<child_spec> children, restart_policy restart) {
   auto sup_name = name;
   return child_spec{
-    std::move(name),
-    [sup_name = std::move(sup_name), settings,
-     children = std::move(children)](caf::actor_system& sys) {
-      return spawn_supervisor(sys, sup_name, settings, children);
-    },
-    restart,
+      std::move(name),
+      [sup_name = std::move(sup_name), settings,
+       children = std::move(children)](caf::actor_system& sys) {
+        return spawn_supervisor(sys, sup_name, settings, children);
+      },
+      restart,
   };
 }
 

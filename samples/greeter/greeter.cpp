@@ -110,7 +110,8 @@ caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg) {
   auto timeout = cfg.get_duration("caller.timeout");
   auto count = cfg.get_int("caller.count");
   return sys.spawn([=](caf::stateful_actor<caller_state>* self) -> caf::behavior {
-    self->send(self, tick_atom::value);
+    // The first call waits one interval: the node joins the cluster meanwhile.
+    self->delayed_send(self, interval, tick_atom::value);
     return {
       [=](tick_atom) {
         call_once(self, target, timeout, count);

@@ -31,31 +31,34 @@ struct counter_state {
 const char* counter_state::name = "counter";
 
 /// A child with state: counts, crashes or finishes on request.
-caf::behavior counter(caf::stateful_actor<counter_state>* self) {
+// Test actors take an argument: a zero-argument function spawn makes CAF
+// 0.17's init_fun_factory dereference a null shared_ptr<tuple<>> (UBSan).
+caf::behavior counter(caf::stateful_actor<counter_state>* self, int32_t start) {
+  self->state.value = start;
   return {
-    [self](incr_atom) { return ++self->state.value; },
-    [self](value_atom) { return self->state.value; },
-    [self](crash_atom) { self->quit(caf::sec::runtime_error); },
-    [self](finish_atom) { self->quit(); },
+      [self](incr_atom) { return ++self->state.value; },
+      [self](value_atom) { return self->state.value; },
+      [self](crash_atom) { self->quit(caf::sec::runtime_error); },
+      [self](finish_atom) { self->quit(); },
   };
 }
 
 /// A child that ignores user_shutdown: only a kill stops it.
-caf::behavior stubborn(caf::event_based_actor* self) {
+caf::behavior stubborn(caf::event_based_actor* self, int32_t answer) {
   self->set_exit_handler([](caf::exit_msg&) {});
-  return {[](value_atom) { return int32_t{42}; }};
+  return {[answer](value_atom) { return answer; }};
 }
 
-troupe::child_spec counter_child(std::string name,
-                                 troupe::restart_policy restart =
-                                   troupe::restart_policy::permanent) {
-  return {std::move(name), [](caf::actor_system& sys) { return sys.spawn(counter); },
+troupe::child_spec
+counter_child(std::string name,
+              troupe::restart_policy restart = troupe::restart_policy::permanent) {
+  return {std::move(name), [](caf::actor_system& sys) { return sys.spawn(counter, 0); },
           restart};
 }
 
 bool has_code(const caf::error& err, troupe::errc code) {
-  return err.category() == troupe::troupe_category::value
-         && err.code() == static_cast<uint8_t>(code);
+  return err.category() == troupe::troupe_category::value &&
+         err.code() == static_cast<uint8_t>(code);
 }
 
 /// A deterministic actor system (CAF-0.17.md §9): actors run only in
@@ -68,7 +71,8 @@ struct deterministic {
   spdlog::level::level_enum old_level = spdlog::get_level();
 
   deterministic() {
-    if (!std::getenv("SUP_LOG")) spdlog::set_level(spdlog::level::off); // restarts are expected here
+    if (!std::getenv("SUP_LOG"))
+      spdlog::set_level(spdlog::level::off); // restarts are expected here
     cfg.set("scheduler.policy", caf::atom("testing"));
     sys = std::make_unique<caf::actor_system>(cfg);
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
@@ -87,8 +91,8 @@ struct deterministic {
 
   caf::actor supervisor(std::string name, troupe::supervisor_settings settings,
                         std::vector<troupe::child_spec> children) {
-    auto sup = troupe::spawn_supervisor(*sys, std::move(name), settings,
-                                        std::move(children));
+    auto sup =
+        troupe::spawn_supervisor(*sys, std::move(name), settings, std::move(children));
     spawned.push_back(sup);
     sched->run();
     return sup;
@@ -141,8 +145,8 @@ struct deterministic {
         continue;
       auto& msg = static_cast<caf::detail::simple_actor_clock::actor_msg&>(*ev);
       if (msg.content->content().match_elements<troupe::restart_child_atom, uint64_t>())
-        out.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
-          due - clock.now()));
+        out.push_back(
+            std::chrono::duration_cast<std::chrono::milliseconds>(due - clock.now()));
     }
     return out;
   }
@@ -171,11 +175,13 @@ TEST_CASE_METHOD(deterministic, "a crashing child restarts with fresh state") {
   auto second = child(sup, "counter");
   CHECK(second != first);
   CHECK(*ask<int32_t>(second, value_atom::value) == 0);
-  CHECK(troupe::metrics::instance().supervisor_restarts("fresh-state", "counter").Value()
-        == 1);
+  CHECK(
+      troupe::metrics::instance().supervisor_restarts("fresh-state", "counter").Value() ==
+      1);
 }
 
-TEST_CASE_METHOD(deterministic, "a transient child that exits normally is not restarted") {
+TEST_CASE_METHOD(deterministic,
+                 "a transient child that exits normally is not restarted") {
   auto sup = supervisor("transient", {},
                         {counter_child("finishes", troupe::restart_policy::transient),
                          counter_child("shut-down", troupe::restart_policy::transient),
@@ -286,20 +292,20 @@ TEST_CASE_METHOD(deterministic,
   caf::error sup_reason;
   for (int i = 0; i < 3; ++i)
     parent->receive(
-      [&](caf::down_msg& dm) {
-        order.push_back(dm.source);
-        if (dm.source == sup.address())
-          sup_reason = dm.reason;
-      },
-      caf::after(0s) >> [] {});
+        [&](caf::down_msg& dm) {
+          order.push_back(dm.source);
+          if (dm.source == sup.address())
+            sup_reason = dm.reason;
+        },
+        caf::after(0s) >> [] {});
   // Children stop in reverse start order, then the supervisor fails upward.
   REQUIRE(order.size() == 3);
   CHECK(order[0] == c.address());
   CHECK(order[1] == b.address());
   CHECK(order[2] == sup.address());
   CHECK(has_code(sup_reason, troupe::errc::restart_budget_exceeded));
-  CHECK(troupe::describe(sup_reason).find("budget: child 'a' failed too often")
-        != std::string::npos);
+  CHECK(troupe::describe(sup_reason).find("budget: child 'a' failed too often") !=
+        std::string::npos);
   CHECK(is_dead(b));
   CHECK(is_dead(c));
   CHECK(is_dead(sup));
@@ -341,11 +347,12 @@ TEST_CASE_METHOD(deterministic, "restarts older than the window no longer count"
   CHECK(!is_dead(sup));
 }
 
-TEST_CASE_METHOD(deterministic, "a nested supervisor that gives up is restarted by its parent") {
+TEST_CASE_METHOD(deterministic,
+                 "a nested supervisor that gives up is restarted by its parent") {
   troupe::supervisor_settings strict;
   strict.max_restarts = 0;
   auto root = supervisor(
-    "root", {}, {troupe::supervisor_child("inner", strict, {counter_child("worker")})});
+      "root", {}, {troupe::supervisor_child("inner", strict, {counter_child("worker")})});
   auto inner = child(root, "inner");
   auto worker = child(inner, "worker");
   CHECK(*ask<int32_t>(worker, incr_atom::value) == 1);
@@ -367,10 +374,10 @@ TEST_CASE_METHOD(deterministic, "a nested supervisor that gives up is restarted 
 
 TEST_CASE_METHOD(deterministic,
                  "stopping a supervisor stops its children in reverse start order") {
-  auto root = supervisor(
-    "tree", {},
-    {counter_child("a"), troupe::supervisor_child("inner", {}, {counter_child("leaf")}),
-     counter_child("c")});
+  auto root = supervisor("tree", {},
+                         {counter_child("a"),
+                          troupe::supervisor_child("inner", {}, {counter_child("leaf")}),
+                          counter_child("c")});
   auto a = child(root, "a");
   auto inner = child(root, "inner");
   auto leaf = child(inner, "leaf");
@@ -384,12 +391,12 @@ TEST_CASE_METHOD(deterministic,
   caf::error root_reason;
   for (int i = 0; i < 5; ++i)
     observer->receive(
-      [&](caf::down_msg& dm) {
-        order.push_back(dm.source);
-        if (dm.source == root.address())
-          root_reason = dm.reason;
-      },
-      caf::after(0s) >> [] {});
+        [&](caf::down_msg& dm) {
+          order.push_back(dm.source);
+          if (dm.source == root.address())
+            root_reason = dm.reason;
+        },
+        caf::after(0s) >> [] {});
   std::vector<caf::actor_addr> expected{c.address(), leaf.address(), inner.address(),
                                         a.address(), root.address()};
   CHECK(order == expected);
@@ -397,10 +404,9 @@ TEST_CASE_METHOD(deterministic,
 }
 
 TEST_CASE_METHOD(deterministic, "a child that ignores the shutdown request is killed") {
-  auto sup = supervisor("grace", {},
-                        {{"stubborn", [](caf::actor_system& sys) {
-                            return sys.spawn(stubborn);
-                          }}});
+  auto sup = supervisor("grace", {}, {{"stubborn", [](caf::actor_system& sys) {
+                                         return sys.spawn(stubborn, 42);
+                                       }}});
   auto s = child(sup, "stubborn");
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
   sched->run();

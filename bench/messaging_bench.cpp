@@ -1,0 +1,716 @@
+// troupe's messaging benchmark: every troupe figure beside its raw-CAF
+// baseline, measured in the same run on the same actor system.
+//
+//   messaging_bench            full run (~1-2 minutes on 2 cores)
+//   messaging_bench --quick    small sizes for CI smoke runs (< 20 s)
+//   messaging_bench --only local|remote|breakdown   run one group
+//   messaging_bench --reps 5   repetitions per measurement (default 3)
+//
+// What is measured (each for raw CAF and for troupe):
+//   one-way       a pusher actor sends N `ping`s to a server that counts
+//                 them (raw: `send`, `reacts_to<ping>`; troupe: `tell`,
+//                 `on<ping>` built with `serve`). Flow control: every chunk
+//                 of 1000 pings is followed by a `drain` request; at most 8
+//                 chunks are unanswered, so the mailbox stays bounded.
+//   rr sequential one request outstanding (raw: `request(...).then`;
+//                 troupe: `troupe::call(...).then`), latency of every round
+//                 trip sampled with steady_clock.
+//   rr pipelined  64 requests outstanding.
+// Locally both servers live in this process; across nodes the benchmark
+// re-executes itself as `--server --port 0`, which publishes a raw CAF server
+// and a troupe service on loopback and prints the two ports.
+//
+// Each measurement runs once as a warm-up, then `reps` times, raw and troupe
+// alternating; the table reports the best repetition (highest rate) and the
+// latency percentiles of that repetition.
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <troupe/runtime/call_context.hpp>
+#include <troupe/runtime/message_catalog.hpp>
+#include <troupe/runtime/service.hpp>
+
+extern char** environ;
+
+namespace bench {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+// -- messages -----------------------------------------------------------------
+
+/// One-way event.
+struct ping {
+  int64_t seq = 0;
+};
+
+/// Request and its reply.
+struct echo_req {
+  int64_t seq = 0;
+};
+
+struct echo_rep {
+  int64_t seq = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ping& x) {
+  return f(caf::meta::type_name("bench.ping"), x.seq);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, echo_req& x) {
+  return f(caf::meta::type_name("bench.echo_req"), x.seq);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, echo_rep& x) {
+  return f(caf::meta::type_name("bench.echo_rep"), x.seq);
+}
+
+using run_atom = caf::atom_constant<caf::atom("run")>;
+
+// -- the servers under test -------------------------------------------------
+
+/// Raw CAF baseline. It answers the same drain barrier as a troupe service so
+/// the pusher's flow control costs the same on both sides.
+using raw_server_actor =
+  caf::typed_actor<caf::reacts_to<ping>, caf::replies_to<echo_req>::with<echo_rep>,
+                   caf::replies_to<troupe::drain_atom>::with<troupe::drained_atom>>;
+
+/// The same server as a troupe service.
+using troupe_server_actor =
+  troupe::service<troupe::on<ping>, troupe::handles<echo_req, echo_rep>>;
+
+/// Only for the breakdown: raw CAF handlers on troupe's wire format
+/// (call_context + payload), without serve's wrapper.
+using ctx_server_actor = caf::typed_actor<
+  caf::reacts_to<troupe::call_context, ping>,
+  caf::replies_to<troupe::call_context, echo_req>::with<echo_rep>,
+  caf::replies_to<troupe::drain_atom>::with<troupe::drained_atom>>;
+
+struct raw_server_state {
+  static inline const char* name = "bench_raw_server";
+};
+
+struct troupe_server_state {
+  static inline const char* name = "bench_troupe_server";
+};
+
+struct ctx_server_state {
+  static inline const char* name = "bench_ctx_server";
+};
+
+// `received` counts the pings; the one-way runs check it after the last drain.
+raw_server_actor::behavior_type
+raw_server(raw_server_actor::stateful_pointer<raw_server_state>, int64_t* received) {
+  return {
+    [=](const ping&) { ++*received; },
+    [](const echo_req& req) { return echo_rep{req.seq}; },
+    [](troupe::drain_atom) { return troupe::drained_atom::value; },
+  };
+}
+
+troupe_server_actor::behavior_type
+troupe_server(troupe_server_actor::stateful_pointer<troupe_server_state> self,
+              int64_t* received) {
+  return troupe::serve(
+    self, [=](const ping&) { ++*received; },
+    [](const echo_req& req) { return echo_rep{req.seq}; });
+}
+
+ctx_server_actor::behavior_type
+ctx_server(ctx_server_actor::stateful_pointer<ctx_server_state>, int64_t* received) {
+  return {
+    [=](const troupe::call_context&, const ping&) { ++*received; },
+    [](const troupe::call_context&, const echo_req& req) { return echo_rep{req.seq}; },
+    [](troupe::drain_atom) { return troupe::drained_atom::value; },
+  };
+}
+
+// How each flavour sends: raw CAF calls, troupe's API, or raw CAF calls with a
+// prebuilt call_context (breakdown only).
+
+void send_ping(caf::event_based_actor* self, const raw_server_actor& h, int64_t seq) {
+  self->send(h, ping{seq});
+}
+
+void send_ping(caf::event_based_actor* self, const troupe_server_actor& h, int64_t seq) {
+  troupe::tell(self, h, ping{seq});
+}
+
+// A context built once, as if every message inherited it: isolates the cost
+// of carrying call_context from the cost of creating one per message.
+const troupe::call_context& fixed_context() {
+  static const troupe::call_context ctx{troupe::new_correlation_id(), 0, {}};
+  return ctx;
+}
+
+void send_ping(caf::event_based_actor* self, const ctx_server_actor& h, int64_t seq) {
+  self->send(h, fixed_context(), ping{seq});
+}
+
+auto ask(caf::event_based_actor* self, const raw_server_actor& h,
+         std::chrono::nanoseconds timeout, echo_req req) {
+  return self->request(h, caf::duration{timeout}, req);
+}
+
+auto ask(caf::event_based_actor* self, const troupe_server_actor& h,
+         std::chrono::nanoseconds timeout, echo_req req) {
+  return troupe::call(self, h, timeout, req);
+}
+
+auto ask(caf::event_based_actor* self, const ctx_server_actor& h,
+         std::chrono::nanoseconds timeout, echo_req req) {
+  return self->request(h, caf::duration{timeout}, fixed_context(), req);
+}
+
+// -- drivers ------------------------------------------------------------------
+
+constexpr int64_t push_chunk_size = 1000;
+constexpr int64_t push_window = 8;
+constexpr std::chrono::nanoseconds call_timeout = 30s;
+
+struct pusher_state {
+  static inline const char* name = "bench_pusher";
+  int64_t left = 0;
+  int64_t sent = 0;
+  int64_t in_flight = 0;
+  caf::response_promise rp;
+};
+
+using pusher_pointer = caf::stateful_actor<pusher_state>*;
+
+template <class Handle>
+void push_chunk(pusher_pointer self, const Handle& server) {
+  auto& st = self->state;
+  auto count = std::min(push_chunk_size, st.left);
+  if (count == 0)
+    return;
+  for (int64_t i = 0; i < count; ++i)
+    send_ping(self, server, st.sent++);
+  st.left -= count;
+  ++st.in_flight;
+  self->request(server, caf::duration{call_timeout}, troupe::drain_atom::value)
+    .then(
+      [=](troupe::drained_atom) {
+        auto& st = self->state;
+        --st.in_flight;
+        if (st.left > 0)
+          push_chunk(self, server);
+        else if (st.in_flight == 0)
+          st.rp.deliver(st.sent);
+      },
+      [=](caf::error& err) { self->state.rp.deliver(std::move(err)); });
+}
+
+/// Answers `(run, n)` with n once n pings were sent and the server drained them.
+template <class Handle>
+caf::behavior pusher(pusher_pointer self, Handle server) {
+  return {
+    [=](run_atom, int64_t n) {
+      auto& st = self->state;
+      st.left = n;
+      st.sent = 0;
+      st.in_flight = 0;
+      st.rp = self->make_response_promise();
+      for (int64_t i = 0; i < push_window; ++i)
+        push_chunk(self, server);
+    },
+  };
+}
+
+struct client_state {
+  static inline const char* name = "bench_client";
+  int64_t n = 0;
+  int64_t issued = 0;
+  int64_t done = 0;
+  bool record = false;
+  std::vector<int64_t> latency_ns;
+  caf::response_promise rp;
+};
+
+using client_pointer = caf::stateful_actor<client_state>*;
+
+template <class Handle>
+void issue(client_pointer self, const Handle& server) {
+  auto& st = self->state;
+  auto seq = st.issued++;
+  auto started = st.record ? clock_type::now() : clock_type::time_point{};
+  ask(self, server, call_timeout, echo_req{seq})
+    .then(
+      [=](const echo_rep& rep) {
+        auto& st = self->state;
+        if (st.record)
+          st.latency_ns.push_back((clock_type::now() - started).count());
+        if (rep.seq != seq) {
+          st.rp.deliver(caf::make_error(caf::sec::unexpected_response));
+          return;
+        }
+        ++st.done;
+        if (st.issued < st.n)
+          issue(self, server);
+        else if (st.done == st.n)
+          st.rp.deliver(st.done, std::move(st.latency_ns));
+      },
+      [=](caf::error& err) { self->state.rp.deliver(std::move(err)); });
+}
+
+/// Answers `(run, n, window, record)` with (n, latencies) after n round trips
+/// with `window` requests outstanding.
+template <class Handle>
+caf::behavior client(client_pointer self, Handle server) {
+  return {
+    [=](run_atom, int64_t n, int64_t window, bool record) {
+      auto& st = self->state;
+      st.n = n;
+      st.issued = 0;
+      st.done = 0;
+      st.record = record;
+      st.latency_ns.clear();
+      if (record)
+        st.latency_ns.reserve(static_cast<size_t>(n));
+      st.rp = self->make_response_promise();
+      for (int64_t i = 0; i < std::min(window, n); ++i)
+        issue(self, server);
+    },
+  };
+}
+
+// -- measurement --------------------------------------------------------------
+
+struct sample {
+  double rate = 0; // messages (one-way) or round trips (rr) per second
+  double p50_us = NAN;
+  double p99_us = NAN;
+};
+
+double percentile_us(std::vector<int64_t>& v, double q) {
+  if (v.empty())
+    return NAN;
+  auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  auto idx = std::min(v.size() - 1, rank == 0 ? 0 : rank - 1);
+  std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(idx), v.end());
+  return static_cast<double>(v[idx]) / 1000.0;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "messaging_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+sample run_one_way(caf::actor_system& sys, const caf::actor& pusher_actor, int64_t n,
+                   int64_t* received) {
+  if (received)
+    *received = 0;
+  caf::scoped_actor me{sys};
+  std::optional<int64_t> sent;
+  caf::error err;
+  auto start = clock_type::now();
+  me->request(pusher_actor, caf::duration{300s}, run_atom::value, n)
+    .receive([&](int64_t s) { sent = s; }, [&](caf::error& e) { err = std::move(e); });
+  auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  if (!sent)
+    fail("one-way run failed: " + sys.render(err));
+  if (received && *received != n)
+    fail("one-way run lost messages: " + std::to_string(*received) + " of " +
+         std::to_string(n));
+  return {static_cast<double>(n) / elapsed};
+}
+
+sample run_round_trips(caf::actor_system& sys, const caf::actor& client_actor, int64_t n,
+                       int64_t window) {
+  caf::scoped_actor me{sys};
+  bool record = window == 1;
+  std::optional<int64_t> done;
+  std::vector<int64_t> latency;
+  caf::error err;
+  auto start = clock_type::now();
+  me->request(client_actor, caf::duration{300s}, run_atom::value, n, window, record)
+    .receive(
+      [&](int64_t d, std::vector<int64_t>& lat) {
+        done = d;
+        latency = std::move(lat);
+      },
+      [&](caf::error& e) { err = std::move(e); });
+  auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  if (!done || *done != n)
+    fail("round-trip run failed: " + sys.render(err));
+  sample s{static_cast<double>(n) / elapsed};
+  if (record) {
+    s.p50_us = percentile_us(latency, 0.50);
+    s.p99_us = percentile_us(latency, 0.99);
+  }
+  return s;
+}
+
+struct row {
+  std::string name;
+  std::string unit; // "msg/s" or "rt/s"
+  std::string right_label = "troupe";
+  std::vector<sample> raw;
+  std::vector<sample> troupe;
+};
+
+const sample& best(const std::vector<sample>& v) {
+  return *std::max_element(v.begin(), v.end(),
+                           [](const sample& a, const sample& b) { return a.rate < b.rate; });
+}
+
+std::string human_rate(double r) {
+  char buf[32];
+  if (r >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2f M", r / 1e6);
+  else if (r >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1f k", r / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", r);
+  return buf;
+}
+
+/// Warm-up, then `reps` alternating repetitions of `measure(flavour)`.
+row measure_pair(std::string name, std::string unit, int reps,
+                 const std::function<sample(bool troupe)>& measure) {
+  row r;
+  r.name = std::move(name);
+  r.unit = std::move(unit);
+  measure(false);
+  measure(true);
+  for (int i = 0; i < reps; ++i) {
+    r.raw.push_back(measure(false));
+    r.troupe.push_back(measure(true));
+  }
+  std::fprintf(stderr, "  %-34s raw", r.name.c_str());
+  for (auto& s : r.raw)
+    std::fprintf(stderr, " %s", human_rate(s.rate).c_str());
+  std::fprintf(stderr, " | troupe");
+  for (auto& s : r.troupe)
+    std::fprintf(stderr, " %s", human_rate(s.rate).c_str());
+  std::fprintf(stderr, " %s\n", r.unit.c_str());
+  return r;
+}
+
+void print_table(const std::vector<row>& rows) {
+  std::printf("\n%-36s | %-14s | %-14s | %-6s | %-19s | %-19s\n", "benchmark",
+              "raw CAF", "troupe", "ratio", "p50 raw / troupe", "p99 raw / troupe");
+  std::printf("%s\n", std::string(36 + 14 + 14 + 6 + 19 + 19 + 15, '-').c_str());
+  for (auto& r : rows) {
+    auto& a = best(r.raw);
+    auto& b = best(r.troupe);
+    char p50[40] = "";
+    char p99[40] = "";
+    if (!std::isnan(a.p50_us)) {
+      std::snprintf(p50, sizeof p50, "%.1f / %.1f us", a.p50_us, b.p50_us);
+      std::snprintf(p99, sizeof p99, "%.1f / %.1f us", a.p99_us, b.p99_us);
+    }
+    auto label = r.name;
+    if (r.right_label != "troupe")
+      label += " [" + r.right_label + "]";
+    std::printf("%-36s | %-14s | %-14s | %-6.2f | %-19s | %-19s\n", label.c_str(),
+                (human_rate(a.rate) + " " + r.unit).c_str(),
+                (human_rate(b.rate) + " " + r.unit).c_str(), b.rate / a.rate, p50, p99);
+  }
+  std::fflush(stdout);
+}
+
+// -- configuration ------------------------------------------------------------
+
+struct sizes {
+  int64_t local_one_way;
+  int64_t local_sequential;
+  int64_t local_pipelined;
+  int64_t remote_one_way;
+  int64_t remote_sequential;
+  int64_t remote_pipelined;
+};
+
+constexpr sizes full_sizes{2'000'000, 200'000, 1'000'000, 400'000, 20'000, 200'000};
+constexpr sizes quick_sizes{100'000, 10'000, 50'000, 20'000, 2'000, 20'000};
+constexpr int64_t pipeline_depth = 64;
+
+/// Both processes use the same configuration: the middleman, and every
+/// message type under one name (troupe's catalog for troupe's own types).
+struct bench_config : caf::actor_system_config {
+  bench_config() {
+    load<caf::io::middleman>();
+    add_message_type<ping>("bench.ping");
+    add_message_type<echo_req>("bench.echo_req");
+    add_message_type<echo_rep>("bench.echo_rep");
+    troupe::message_catalog catalog;
+    catalog.apply_to(*this);
+  }
+};
+
+struct options {
+  bool quick = false;
+  bool server = false;
+  uint16_t port = 0;
+  int reps = 3;
+  std::string only; // "", "local", "remote", "breakdown"
+};
+
+options parse_options(int argc, char** argv) {
+  options opts;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc)
+        fail("missing value after " + std::string{arg});
+      return argv[++i];
+    };
+    if (arg == "--quick")
+      opts.quick = true;
+    else if (arg == "--server")
+      opts.server = true;
+    else if (arg == "--port")
+      opts.port = static_cast<uint16_t>(std::stoi(value()));
+    else if (arg == "--reps")
+      opts.reps = std::max(1, std::stoi(value()));
+    else if (arg == "--only")
+      opts.only = value();
+    else if (arg == "--help" || arg == "-h") {
+      std::printf("usage: messaging_bench [--quick] [--reps N] "
+                  "[--only local|remote|breakdown]\n");
+      std::exit(0);
+    } else
+      fail("unknown argument " + std::string{arg} + " (try --help)");
+  }
+  return opts;
+}
+
+// -- the server process -------------------------------------------------------
+
+int run_server(const options& opts) {
+  bench_config cfg;
+  caf::actor_system sys{cfg};
+  // Written by the servers' handlers only; never read in this process.
+  static int64_t raw_received = 0;
+  static int64_t troupe_received = 0;
+  auto raw = sys.spawn(raw_server, &raw_received);
+  auto tro = sys.spawn(troupe_server, &troupe_received);
+  auto raw_port = sys.middleman().publish(raw, opts.port, "127.0.0.1");
+  auto troupe_port = sys.middleman().publish(
+    tro, opts.port == 0 ? uint16_t{0} : static_cast<uint16_t>(opts.port + 1), "127.0.0.1");
+  if (!raw_port || !troupe_port) {
+    std::fprintf(stderr, "messaging_bench --server: publish failed: %s\n",
+                 sys.render(raw_port ? troupe_port.error() : raw_port.error()).c_str());
+    return 1;
+  }
+  std::printf("PORTS %u %u\n", static_cast<unsigned>(*raw_port),
+              static_cast<unsigned>(*troupe_port));
+  std::fflush(stdout);
+  // The parent closes our stdin when it is done (or dies): then shut down.
+  char buf[64];
+  while (true) {
+    auto got = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (got == 0 || (got < 0 && errno != EINTR))
+      break;
+  }
+  caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+/// The server child process: started with posix_spawn, stopped by closing its
+/// stdin; killed and reaped by the destructor if it does not exit in time.
+class server_process {
+public:
+  server_process() {
+    int in[2];
+    int out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
+      fail("pipe failed");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    std::string self_exe = "/proc/self/exe";
+    char* args[] = {self_exe.data(), const_cast<char*>("--server"),
+                    const_cast<char*>("--port"), const_cast<char*>("0"), nullptr};
+    auto rc = posix_spawn(&pid_, self_exe.c_str(), &actions, nullptr, args, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(in[0]);
+    ::close(out[1]);
+    if (rc != 0)
+      fail(std::string{"posix_spawn failed: "} + std::strerror(rc));
+    stdin_ = in[1];
+    stdout_ = out[0];
+    read_ports();
+  }
+
+  ~server_process() { stop(); }
+
+  server_process(const server_process&) = delete;
+  server_process& operator=(const server_process&) = delete;
+
+  uint16_t raw_port() const noexcept { return raw_port_; }
+  uint16_t troupe_port() const noexcept { return troupe_port_; }
+
+  void stop() {
+    if (pid_ <= 0)
+      return;
+    ::close(stdin_);
+    ::close(stdout_);
+    int status = 0;
+    for (int i = 0; i < 300; ++i) { // 3 s to exit on its own
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      ::usleep(10'000);
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+private:
+  void read_ports() {
+    std::string line;
+    auto deadline = clock_type::now() + 10s;
+    while (line.find('\n') == std::string::npos) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - clock_type::now())
+                    .count();
+      pollfd pfd{stdout_, POLLIN, 0};
+      if (left <= 0 || ::poll(&pfd, 1, static_cast<int>(left)) <= 0)
+        fail("server process did not report its ports within 10 s");
+      char buf[128];
+      auto got = ::read(stdout_, buf, sizeof buf);
+      if (got <= 0)
+        fail("server process exited before reporting its ports");
+      line.append(buf, static_cast<size_t>(got));
+    }
+    unsigned a = 0;
+    unsigned b = 0;
+    if (std::sscanf(line.c_str(), "PORTS %u %u", &a, &b) != 2)
+      fail("unexpected output from server process: " + line);
+    raw_port_ = static_cast<uint16_t>(a);
+    troupe_port_ = static_cast<uint16_t>(b);
+  }
+
+  pid_t pid_ = -1;
+  int stdin_ = -1;
+  int stdout_ = -1;
+  uint16_t raw_port_ = 0;
+  uint16_t troupe_port_ = 0;
+};
+
+// -- benchmark groups ---------------------------------------------------------
+
+/// One-way, sequential and pipelined rows against one pair of servers.
+template <class Left, class Right>
+void measure_servers(caf::actor_system& sys, std::vector<row>& rows,
+                     const std::string& prefix, const options& opts, int64_t n_one_way,
+                     int64_t n_sequential, int64_t n_pipelined, Left left, Right right,
+                     int64_t* left_received, int64_t* right_received,
+                     const std::string& right_label = "troupe") {
+  auto left_pusher = sys.spawn(pusher<Left>, left);
+  auto right_pusher = sys.spawn(pusher<Right>, right);
+  auto left_client = sys.spawn(client<Left>, left);
+  auto right_client = sys.spawn(client<Right>, right);
+  auto add = [&](row r) {
+    r.right_label = right_label;
+    rows.push_back(std::move(r));
+  };
+  std::fprintf(stderr, "%s (%s vs raw CAF):\n", prefix.c_str(), right_label.c_str());
+  add(measure_pair(prefix + " one-way", "msg/s", opts.reps, [&](bool t) {
+    return t ? run_one_way(sys, right_pusher, n_one_way, right_received)
+             : run_one_way(sys, left_pusher, n_one_way, left_received);
+  }));
+  add(measure_pair(prefix + " rr sequential", "rt/s", opts.reps, [&](bool t) {
+    return run_round_trips(sys, t ? right_client : left_client, n_sequential, 1);
+  }));
+  add(measure_pair(prefix + " rr pipelined x" + std::to_string(pipeline_depth), "rt/s",
+                   opts.reps, [&](bool t) {
+                     return run_round_trips(sys, t ? right_client : left_client,
+                                            n_pipelined, pipeline_depth);
+                   }));
+  for (auto& a : {left_pusher, right_pusher, left_client, right_client})
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+}
+
+int run_benchmarks(const options& opts) {
+  const sizes& n = opts.quick ? quick_sizes : full_sizes;
+  bench_config cfg;
+  caf::actor_system sys{cfg};
+  std::vector<row> rows;
+  auto wanted = [&](std::string_view group) {
+    return opts.only.empty() ? group != "breakdown" : opts.only == group;
+  };
+  std::fprintf(stderr,
+               "messaging_bench%s: %d scheduler threads, best of %d after a warm-up\n",
+               opts.quick ? " --quick" : "", static_cast<int>(sys.scheduler().num_workers()),
+               opts.reps);
+
+  int64_t raw_received = 0;
+  int64_t troupe_received = 0;
+  int64_t ctx_received = 0;
+  auto raw = sys.spawn(raw_server, &raw_received);
+  auto tro = sys.spawn(troupe_server, &troupe_received);
+  if (wanted("local"))
+    measure_servers(sys, rows, "local", opts, n.local_one_way, n.local_sequential,
+                    n.local_pipelined, raw, tro, &raw_received, &troupe_received);
+  if (wanted("breakdown")) {
+    // Raw CAF handlers, but troupe's message shape (call_context + payload)
+    // with one prebuilt context: the share of the gap that is the wire format.
+    auto ctx = sys.spawn(ctx_server, &ctx_received);
+    measure_servers(sys, rows, "local", opts, n.local_one_way, n.local_sequential,
+                    n.local_pipelined, raw, ctx, &raw_received, &ctx_received,
+                    "raw+ctx");
+    caf::anon_send_exit(ctx, caf::exit_reason::user_shutdown);
+  }
+  caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
+
+  if (wanted("remote")) {
+    server_process child;
+    auto remote_raw = sys.middleman().remote_actor<raw_server_actor>(
+      "127.0.0.1", child.raw_port());
+    if (!remote_raw)
+      fail("cannot connect to the raw server: " + sys.render(remote_raw.error()));
+    auto remote_troupe = sys.middleman().remote_actor<troupe_server_actor>(
+      "127.0.0.1", child.troupe_port());
+    if (!remote_troupe)
+      fail("cannot connect to the troupe service: " + sys.render(remote_troupe.error()));
+    measure_servers(sys, rows, "remote", opts, n.remote_one_way, n.remote_sequential,
+                    n.remote_pipelined, *remote_raw, *remote_troupe, nullptr, nullptr);
+    child.stop();
+  }
+
+  print_table(rows);
+  std::printf("\nratio = troupe rate / raw CAF rate (goal >= 0.90); rates are the best "
+              "of %d runs; p50/p99 per round trip from the best sequential run.\n",
+              opts.reps);
+  return 0;
+}
+
+} // namespace bench
+
+int main(int argc, char** argv) {
+  auto opts = bench::parse_options(argc, argv);
+  return opts.server ? bench::run_server(opts) : bench::run_benchmarks(opts);
+}
