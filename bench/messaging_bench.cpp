@@ -42,6 +42,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -454,8 +455,11 @@ constexpr int64_t pipeline_depth = 64;
 /// Both processes use the same configuration: the middleman, and every
 /// message type under one name (troupe's catalog for troupe's own types).
 struct bench_config : caf::actor_system_config {
-  bench_config() {
+  explicit bench_config(size_t threads) {
     load<caf::io::middleman>();
+    // CAF 0.17 defaults to max(cores, 4) workers; on a 2-core machine that
+    // oversubscribes the CPUs, so both processes use one worker per core.
+    set("scheduler.max-threads", threads);
     add_message_type<ping>("bench.ping");
     add_message_type<echo_req>("bench.echo_req");
     add_message_type<echo_rep>("bench.echo_rep");
@@ -469,6 +473,7 @@ struct options {
   bool server = false;
   uint16_t port = 0;
   int reps = 3;
+  size_t threads = 0; // scheduler workers; 0 = CPUs this process may use
   std::string only; // "", "local", "remote", "breakdown"
 };
 
@@ -489,14 +494,23 @@ options parse_options(int argc, char** argv) {
       opts.port = static_cast<uint16_t>(std::stoi(value()));
     else if (arg == "--reps")
       opts.reps = std::max(1, std::stoi(value()));
+    else if (arg == "--threads")
+      opts.threads = static_cast<size_t>(std::max(1, std::stoi(value())));
     else if (arg == "--only")
       opts.only = value();
     else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: messaging_bench [--quick] [--reps N] "
+      std::printf("usage: messaging_bench [--quick] [--reps N] [--threads N] "
                   "[--only local|remote|breakdown]\n");
       std::exit(0);
     } else
       fail("unknown argument " + std::string{arg} + " (try --help)");
+  }
+  if (opts.threads == 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    opts.threads = sched_getaffinity(0, sizeof set, &set) == 0
+                     ? static_cast<size_t>(CPU_COUNT(&set))
+                     : size_t{2};
   }
   return opts;
 }
@@ -504,7 +518,7 @@ options parse_options(int argc, char** argv) {
 // -- the server process -------------------------------------------------------
 
 int run_server(const options& opts) {
-  bench_config cfg;
+  bench_config cfg{opts.threads};
   caf::actor_system sys{cfg};
   // Written by the servers' handlers only; never read in this process.
   static int64_t raw_received = 0;
@@ -538,7 +552,7 @@ int run_server(const options& opts) {
 /// stdin; killed and reaped by the destructor if it does not exit in time.
 class server_process {
 public:
-  server_process() {
+  explicit server_process(size_t threads) {
     int in[2];
     int out[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
@@ -548,8 +562,11 @@ public:
     posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     std::string self_exe = "/proc/self/exe";
-    char* args[] = {self_exe.data(), const_cast<char*>("--server"),
-                    const_cast<char*>("--port"), const_cast<char*>("0"), nullptr};
+    auto threads_arg = std::to_string(threads);
+    char* args[] = {self_exe.data(),          const_cast<char*>("--server"),
+                    const_cast<char*>("--port"), const_cast<char*>("0"),
+                    const_cast<char*>("--threads"), threads_arg.data(),
+                    nullptr};
     auto rc = posix_spawn(&pid_, self_exe.c_str(), &actions, nullptr, args, environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(in[0]);
@@ -655,7 +672,7 @@ void measure_servers(caf::actor_system& sys, std::vector<row>& rows,
 
 int run_benchmarks(const options& opts) {
   const sizes& n = opts.quick ? quick_sizes : full_sizes;
-  bench_config cfg;
+  bench_config cfg{opts.threads};
   caf::actor_system sys{cfg};
   std::vector<row> rows;
   auto wanted = [&](std::string_view group) {
@@ -687,7 +704,7 @@ int run_benchmarks(const options& opts) {
   caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
 
   if (wanted("remote")) {
-    server_process child;
+    server_process child{opts.threads};
     auto remote_raw = sys.middleman().remote_actor<raw_server_actor>(
       "127.0.0.1", child.raw_port());
     if (!remote_raw)

@@ -323,7 +323,9 @@ bool node_process::kill(int sig) {
 
 std::optional<int> node_process::wait_exit(steady::time_point deadline) {
   std::unique_lock<std::mutex> lock{mtx_};
-  if (!cv_.wait_until(lock, deadline, [this] { return exited_; }))
+  // Also wait for the end of its output, so lines() is complete afterwards.
+  cv_.wait_until(lock, deadline, [this] { return exited_ && eof_; });
+  if (!exited_)
     return std::nullopt;
   return exit_code_;
 }

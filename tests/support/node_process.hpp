@@ -88,7 +88,8 @@ public:
   bool kill(int sig);
 
   /// The exit code (128 + signal number when killed by a signal), or nullopt
-  /// when the child is still running at the deadline.
+  /// when the child is still running at the deadline. Once it returns a code,
+  /// lines() holds everything the child wrote.
   std::optional<int> wait_exit(steady::time_point deadline);
 
   /// True until the child has exited.
