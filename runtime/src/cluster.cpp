@@ -291,9 +291,21 @@ void on_tick(self_ptr self) {
                   st.settings.dns_name)
       .then(
         [=](const std::vector<std::string>& addresses) {
-          self->state.resolving = false;
-          for (auto& host : addresses)
-            connect_to(self, host, self->state.settings.dns_port);
+          auto& st = self->state;
+          st.resolving = false;
+          bool only_self = !addresses.empty();
+          for (auto& host : addresses) {
+            if (host != st.self_info.host || st.settings.dns_port != st.self_info.port)
+              only_self = false;
+            connect_to(self, host, st.settings.dns_port);
+          }
+          // The name resolves to this node alone: it is the whole cluster.
+          if (only_self && !st.joined) {
+            st.joined = true;
+            spdlog::info("{} resolves to this node only: starting the cluster",
+                         st.settings.dns_name);
+            publish_view(self);
+          }
         },
         [=](caf::error&) { self->state.resolving = false; });
   }

@@ -1,0 +1,372 @@
+// Several troupe-node processes on loopback forming one cluster: membership,
+// remote service calls, failure detection (crash and freeze), rejoining,
+// seeds that come up late, and graceful shutdown.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/http_get.hpp"
+#include "support/node_process.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace troupe::test;
+using strings = std::vector<std::string>;
+
+constexpr auto failure_timeout = 1s;
+constexpr auto heartbeat_interval = 100ms;
+
+// Generous: a deadline only matters when the test fails.
+constexpr auto patience = 15s;
+
+strings operator+(strings lhs, const strings& rhs) {
+  lhs.insert(lhs.end(), rhs.begin(), rhs.end());
+  return lhs;
+}
+
+// The same failure detector settings on every node.
+const strings fast_detector{"--cluster.heartbeat_interval", "100ms",
+                            "--cluster.failure_timeout",    "1s",
+                            "--cluster.connect_timeout",    "1s"};
+
+const strings runs_nothing{"--services.enabled", "[]"};
+const strings runs_greeter{"--services.enabled", "greeter"};
+const strings runs_caller{"--services.enabled", "caller", "--caller.interval", "100ms",
+                          "--caller.timeout", "500ms"};
+
+strings seeded_by(const running_node& seed) {
+  return {"--cluster.seeds", seed.cluster_address()};
+}
+
+std::string describe(const std::optional<cluster_info>& view) {
+  if (!view)
+    return "(no /cluster answer)";
+  std::string out = view->node + " sees:";
+  for (auto& m : view->members) {
+    out += " " + m.name + "@" + m.address + "[";
+    for (auto& s : m.services)
+      out += s + " ";
+    out += "]";
+  }
+  return out;
+}
+
+// Waits until `node`'s /cluster lists exactly `names`; returns the last view.
+std::optional<cluster_info> wait_for_members(const running_node& node, strings names,
+                                             steady::time_point deadline) {
+  std::sort(names.begin(), names.end());
+  std::optional<cluster_info> view;
+  eventually(deadline, [&] {
+    view = get_cluster(node.status_port);
+    return view && view->names() == names;
+  });
+  return view;
+}
+
+void require_members(const running_node& node, const strings& names) {
+  auto view = wait_for_members(node, names, within(patience));
+  INFO("members expected on " << node.name << ": " << Catch::Detail::stringify(names));
+  INFO(describe(view));
+  INFO("log of " << node.name << ":\n" << node->output());
+  REQUIRE(view.has_value());
+  auto expected = names;
+  std::sort(expected.begin(), expected.end());
+  REQUIRE(view->names() == expected);
+}
+
+struct three_nodes {
+  running_node a;
+  running_node b;
+  running_node c;
+};
+
+// A starts the cluster; B and C join through A. Returns once every node sees
+// all three.
+three_nodes start_three(const strings& a_args, const strings& b_args, const strings& c_args,
+                        const strings& common = fast_detector) {
+  three_nodes n;
+  n.a = start_node("a", common + a_args, within(patience));
+  n.b = start_node("b", common + b_args + seeded_by(n.a), within(patience));
+  n.c = start_node("c", common + c_args + seeded_by(n.a), within(patience));
+  for (auto* node : {&n.a, &n.b, &n.c})
+    require_members(*node, {"a", "b", "c"});
+  return n;
+}
+
+template <class Duration>
+double seconds(Duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+} // namespace
+
+TEST_CASE("three nodes join one cluster and see each other", "[cluster]") {
+  auto n = start_three(runs_nothing, runs_nothing, runs_nothing);
+
+  std::set<std::string> node_ids;
+  std::vector<cluster_info> views;
+  for (auto* node : {&n.a, &n.b, &n.c}) {
+    auto view = get_cluster(node->status_port);
+    REQUIRE(view.has_value());
+    INFO(describe(view));
+    CHECK(view->node == node->name);
+    CHECK(view->joined);
+    CHECK(view->members.size() == 3);
+    node_ids.insert(view->node_id);
+    views.push_back(*view);
+    CHECK(http_status(node->status_port, "/readyz") == 200);
+    CHECK(http_status(node->status_port, "/healthz") == 200);
+  }
+  // Three processes, three identities (CAF derives them from host and pid).
+  CHECK(node_ids.size() == 3);
+  // Every node knows every other under its own identity and address.
+  for (auto& view : views) {
+    for (auto& other : views) {
+      auto* m = view.find(other.node);
+      REQUIRE(m != nullptr);
+      CHECK(m->node_id == other.node_id);
+    }
+  }
+  CHECK(views[0].find("b")->address == n.b.cluster_address());
+  CHECK(views[0].find("c")->address == n.c.cluster_address());
+  CHECK(views[1].find("c")->address == n.c.cluster_address());
+  CHECK(views[2].find("b")->address == n.b.cluster_address());
+}
+
+TEST_CASE("a service registered on node C is called from node A", "[cluster]") {
+  auto n = start_three(runs_caller, runs_nothing, runs_greeter);
+
+  auto answered = n.a->wait_for_line(std::regex{R"(call \d+ answered by node c in \d+us: "Hello, caller #\d+!")"},
+                                     within(patience));
+  INFO("log of a:\n" << n.a->output());
+  REQUIRE(answered.has_value());
+  CHECK(n.c->count_lines("greeting caller #") > 0);
+  // Only C provides it: nobody else answers.
+  CHECK(n.a->count_lines("answered by node a") == 0);
+  CHECK(n.a->count_lines("answered by node b") == 0);
+
+  // The registry travels with membership: A and B list greeter under C only.
+  for (auto* node : {&n.a, &n.b}) {
+    auto view = get_cluster(node->status_port);
+    REQUIRE(view.has_value());
+    INFO(describe(view));
+    CHECK(view->find("c")->services == strings{"greeter"});
+    CHECK(view->find("a")->services.empty());
+    CHECK(view->find("b")->services.empty());
+  }
+}
+
+TEST_CASE("after kill -9 of node C calls from A fail with a clear error within the "
+          "failure timeout and membership shows two nodes",
+          "[cluster]") {
+  auto n = start_three(runs_caller, runs_nothing, runs_greeter);
+  REQUIRE(n.a->wait_for_line("answered by node c", within(patience)));
+
+  auto mark_a = n.a->line_count();
+  auto mark_b = n.b->line_count();
+  auto killed_at = steady::now();
+  REQUIRE(n.c->kill(SIGKILL));
+
+  auto failed = n.a->wait_for("failed: service_unavailable", within(patience), mark_a);
+  INFO("log of a:\n" << n.a->output());
+  REQUIRE(failed.has_value());
+  auto elapsed = failed->received - killed_at;
+  INFO("first clear failure after " << seconds(elapsed) << "s: " << failed->text);
+  CHECK(elapsed < failure_timeout + 1s);
+  CHECK(failed->text.find("no live node provides service 'greeter'") != std::string::npos);
+
+  // Both survivors mark C down and list two members.
+  CHECK(n.a->wait_for_line(std::regex{"member c at .* is down"}, within(patience), mark_a));
+  CHECK(n.b->wait_for_line(std::regex{"member c at .* is down"}, within(patience), mark_b));
+  require_members(n.a, {"a", "b"});
+  require_members(n.b, {"a", "b"});
+  CHECK(n.c->wait_exit(within(patience)) == 128 + SIGKILL);
+}
+
+TEST_CASE("a restarted node C rejoins and its service answers again", "[cluster]") {
+  auto n = start_three(runs_caller, runs_nothing, runs_greeter);
+  REQUIRE(n.a->wait_for_line("answered by node c", within(patience)));
+  auto old_view = get_cluster(n.c.status_port);
+  REQUIRE(old_view.has_value());
+  auto c_port = n.c.cluster_port;
+
+  auto mark = n.a->line_count();
+  n.c->kill(SIGKILL);
+  REQUIRE(n.a->wait_for_line("failed: service_unavailable", within(patience), mark));
+  require_members(n.a, {"a", "b"});
+
+  // Same name, same address, new process.
+  mark = n.a->line_count();
+  auto mark_b = n.b->line_count();
+  n.c = start_node("c",
+                   fast_detector + runs_greeter + seeded_by(n.a) +
+                     strings{"--cluster.port", std::to_string(c_port)},
+                   within(patience));
+  auto answered = n.a->wait_for_line("answered by node c", within(patience), mark);
+  INFO("log of a:\n" << n.a->output());
+  INFO("log of c:\n" << n.c->output());
+  REQUIRE(answered.has_value());
+  CHECK(n.b->wait_for_line("member c joined", within(patience), mark_b));
+
+  auto new_view = get_cluster(n.c.status_port);
+  REQUIRE(new_view.has_value());
+  CHECK(new_view->node_id != old_view->node_id);
+  for (auto* node : {&n.a, &n.b, &n.c}) {
+    require_members(*node, {"a", "b", "c"});
+    auto view = get_cluster(node->status_port);
+    REQUIRE(view.has_value());
+    CHECK(view->find("c")->node_id == new_view->node_id);
+  }
+}
+
+TEST_CASE("a node that stops answering (SIGSTOP) is marked down after the failure "
+          "timeout and rejoins after SIGCONT",
+          "[cluster]") {
+  auto n = start_three(runs_caller, runs_nothing, runs_greeter);
+  REQUIRE(n.a->wait_for_line("answered by node c", within(patience)));
+
+  auto mark_a = n.a->line_count();
+  auto mark_b = n.b->line_count();
+  auto stopped_at = steady::now();
+  REQUIRE(n.c->kill(SIGSTOP));
+
+  // The connection stays open: only the missing pongs reveal the freeze.
+  auto down = n.a->wait_for(std::regex{"member c at .* is down: no answer within 1000ms"},
+                            within(patience), mark_a);
+  INFO("log of a:\n" << n.a->output());
+  REQUIRE(down.has_value());
+  auto elapsed = down->received - stopped_at;
+  INFO("marked down after " << seconds(elapsed) << "s");
+  // Not before the failure timeout (less the ping already under way), and
+  // not much after it.
+  CHECK(elapsed >= failure_timeout - heartbeat_interval - 50ms);
+  CHECK(elapsed < failure_timeout + 1s);
+  CHECK(n.b->wait_for_line(std::regex{"member c at .* is down"}, within(patience), mark_b));
+  require_members(n.a, {"a", "b"});
+  require_members(n.b, {"a", "b"});
+  CHECK(n.a->wait_for_line("failed: service_unavailable", within(patience), mark_a));
+  CHECK(http_status(n.a.status_port, "/readyz") == 200);
+
+  mark_a = n.a->line_count();
+  mark_b = n.b->line_count();
+  REQUIRE(n.c->kill(SIGCONT));
+  INFO("log of c:\n" << n.c->output());
+  CHECK(n.a->wait_for_line("member c joined", within(patience), mark_a));
+  CHECK(n.b->wait_for_line("member c joined", within(patience), mark_b));
+  for (auto* node : {&n.a, &n.b, &n.c})
+    require_members(*node, {"a", "b", "c"});
+  CHECK(n.a->wait_for_line("answered by node c", within(patience), mark_a));
+}
+
+TEST_CASE("a node started with an unreachable seed keeps retrying and becomes ready once "
+          "the seed comes up",
+          "[cluster]") {
+  auto seed_port = free_port();
+  auto seed = "127.0.0.1:" + std::to_string(seed_port);
+  auto d = start_node("d",
+                      fast_detector + runs_nothing +
+                        strings{"--cluster.seeds", seed, "--log.level", "debug"},
+                      within(patience));
+
+  // Retries are logged at debug level: wait for a few of them.
+  size_t from = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto retry = d->wait_for("cannot reach " + seed, within(patience), from);
+    INFO("log of d:\n" << d->output());
+    REQUIRE(retry.has_value());
+    from = retry->index + 1;
+  }
+  CHECK(http_status(d.status_port, "/readyz") == 503);
+  CHECK(http_status(d.status_port, "/healthz") == 200);
+  CHECK(d->count_lines("joined the cluster") == 0);
+  auto alone = get_cluster(d.status_port);
+  REQUIRE(alone.has_value());
+  CHECK_FALSE(alone->joined);
+  CHECK(alone->names() == strings{"d"});
+
+  auto a = start_node("a",
+                      fast_detector + runs_nothing +
+                        strings{"--cluster.port", std::to_string(seed_port)},
+                      within(patience));
+  REQUIRE(a.cluster_port == seed_port);
+  CHECK(d->wait_for_line("joined the cluster through " + seed, within(patience)));
+  bool ready = eventually(within(patience),
+                          [&] { return http_status(d.status_port, "/readyz") == 200; });
+  INFO("log of d:\n" << d->output());
+  CHECK(ready);
+  require_members(d, {"a", "d"});
+  require_members(a, {"a", "d"});
+}
+
+TEST_CASE("SIGTERM drains, leaves the cluster and exits 0", "[cluster]") {
+  // A long failure timeout: a peer that only noticed C through the failure
+  // detector would take 10s.
+  const strings slow_detector{"--cluster.heartbeat_interval", "100ms",
+                              "--cluster.failure_timeout", "10s"};
+  auto n = start_three(runs_nothing, runs_nothing, runs_greeter, slow_detector);
+  REQUIRE(http_status(n.c.status_port, "/readyz") == 200);
+
+  auto mark_a = n.a->line_count();
+  auto mark_b = n.b->line_count();
+  auto term_at = steady::now();
+  REQUIRE(n.c->kill(SIGTERM));
+
+  auto left_a = n.a->wait_for("member c left the cluster", within(patience), mark_a);
+  auto left_b = n.b->wait_for("member c left the cluster", within(patience), mark_b);
+  INFO("log of a:\n" << n.a->output());
+  INFO("log of c:\n" << n.c->output());
+  REQUIRE(left_a.has_value());
+  REQUIRE(left_b.has_value());
+  CHECK(left_a->received - term_at < 2s);
+  CHECK(left_b->received - term_at < 2s);
+
+  // Unready from the start of the drain; gone after it.
+  CHECK(eventually(within(patience),
+                   [&] { return http_status(n.c.status_port, "/readyz") != 200; }));
+  auto code = n.c->wait_exit(within(patience));
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(n.c->count_lines("shutdown requested: draining") == 1);
+  CHECK(n.c->count_lines("drained 1 of 1 services") == 1);
+  CHECK(n.c->count_lines("node c stopped") == 1);
+  CHECK(http_status(n.c.status_port, "/readyz", 500ms) == 0);
+
+  require_members(n.a, {"a", "b"});
+  require_members(n.b, {"a", "b"});
+  // It left; nobody had to detect a failure.
+  CHECK(n.a->count_lines("member c at", mark_a) == 0);
+  CHECK(n.b->count_lines("member c at", mark_b) == 0);
+}
+
+TEST_CASE("a second SIGTERM stops the node at once", "[cluster]") {
+  auto a = start_node("a",
+                      fast_detector + runs_greeter + strings{"--shutdown.grace_period", "60s"},
+                      within(patience));
+  REQUIRE(eventually(within(patience),
+                     [&] { return http_status(a.status_port, "/readyz") == 200; }));
+
+  // The stock node drains in about a millisecond, and POSIX merges a second
+  // pending SIGTERM into the first. So both signals are queued while the node
+  // is stopped: it takes SIGINT (the lower number) as the first and SIGTERM
+  // as the second, in the middle of its drain.
+  REQUIRE(a->kill(SIGSTOP));
+  REQUIRE(a->kill(SIGTERM));
+  REQUIRE(a->kill(SIGINT));
+  auto continued_at = steady::now();
+  REQUIRE(a->kill(SIGCONT));
+
+  auto code = a->wait_exit(within(patience));
+  INFO("log of a:\n" << a->output());
+  REQUIRE(code.has_value());
+  CHECK(*code == 130);
+  CHECK(steady::now() - continued_at < 5s); // not the 60s grace period
+  CHECK(a->count_lines("shutdown requested: draining") == 1);
+  CHECK(a->count_lines("second signal 15: stopping at once") == 1);
+  CHECK(a->count_lines("node a stopped") == 0);
+}
