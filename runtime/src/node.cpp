@@ -423,8 +423,10 @@ int node::run(int argc, char** argv) {
                     deadline - std::chrono::steady_clock::now() +
                     std::chrono::seconds(1))) >>
                     [&] {
-                      spdlog::error("supervision tree did not stop in time");
-                      exit_code = 1;
+                      // ~actor_system would wait for the stuck actors forever.
+                      spdlog::error("supervision tree did not stop in time; exiting");
+                      spdlog::default_logger()->flush();
+                      std::_Exit(1);
                     });
   }
   if (status)
