@@ -21,11 +21,10 @@ namespace troupe {
 using cluster_atom = caf::atom_constant<caf::atom("cluster")>;
 using resolve_atom = caf::atom_constant<caf::atom("resolve")>;
 
-void cluster_view::update(std::string json, bool joined, uint16_t port) {
+void cluster_view::update(std::string json, bool joined) {
   std::lock_guard<std::mutex> guard{mtx_};
   json_ = std::move(json);
   joined_ = joined;
-  port_ = port;
 }
 
 std::string cluster_view::json() const {
@@ -36,11 +35,6 @@ std::string cluster_view::json() const {
 bool cluster_view::joined() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return joined_;
-}
-
-uint16_t cluster_view::port() const {
-  std::lock_guard<std::mutex> guard{mtx_};
-  return port_;
 }
 
 std::vector<std::string> resolve_addresses(const std::string& name) {
@@ -143,7 +137,7 @@ std::string render_json(const cluster_state& st) {
 void publish_view(self_ptr self) {
   auto& st = self->state;
   st.self_info.services = st.local_entries;
-  st.view->update(render_json(st), st.joined, st.self_info.port);
+  st.view->update(render_json(st), st.joined);
   auto& m = metrics::instance();
   m.cluster_members("up").Set(static_cast<double>(st.members.size() + 1));
   size_t services = st.local_entries.size();
@@ -372,40 +366,44 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   });
 
   // Publishing is asynchronous: the supervisor restarts us (with backoff)
-  // when the port is taken.
+  // when it fails.
   auto mm = self->system().middleman().actor_handle();
   auto ifs = self->system().message_types<cluster_actor>();
   self
-    ->request(mm, std::chrono::seconds(10), caf::publish_atom::value, st.settings.port,
-              caf::actor_cast<caf::strong_actor_ptr>(self), ifs, st.settings.bind_host,
-              true)
+    ->request(mm, std::chrono::seconds(10), caf::publish_atom::value, uint16_t{0},
+              caf::actor_cast<caf::strong_actor_ptr>(self), ifs,
+              st.settings.backend_host, true)
     .then(
-      [=](uint16_t actual) {
+      [=](uint16_t backend) {
         auto& st = self->state;
         st.published = true;
-        st.self_info.port = actual;
+        st.view->set_backend_port(backend);
         spdlog::info("cluster endpoint listening on {}:{} as node {}",
-                     st.settings.bind_host, actual, st.self_info.name);
+                     st.settings.bind_host, st.self_info.port, st.self_info.name);
         // Without other seeds this node starts the cluster.
+        auto self_address = address_key(st.self_info.host, st.self_info.port);
         bool other_seed = !st.settings.dns_name.empty();
         for (auto& seed : st.settings.seeds)
-          if (seed != address_key(st.self_info.host, actual))
+          if (seed != self_address)
             other_seed = true;
         if (!other_seed)
           st.joined = true;
-        st.known_addresses.erase(address_key(st.self_info.host, actual));
+        st.known_addresses.erase(self_address);
         publish_view(self);
         on_tick(self);
       },
       [=](caf::error& err) {
-        spdlog::error("cannot listen on {}:{}: {}", self->state.settings.bind_host,
-                      self->state.settings.port, describe(err));
+        spdlog::error("cannot open the cluster endpoint on {}: {}",
+                      self->state.settings.backend_host, describe(err));
         self->quit(err);
       });
 
-  self->attach_functor([mm, port_holder = st.view](const caf::error&) {
-    // Free the port for the next incarnation of this actor.
-    caf::anon_send(mm, caf::close_atom::value, port_holder->port());
+  self->attach_functor([mm, view = st.view](const caf::error&) {
+    // Close the endpoint; the next incarnation of this actor opens its own.
+    if (auto port = view->backend_port(); port != 0) {
+      view->set_backend_port(0);
+      caf::anon_send(mm, caf::close_atom::value, port);
+    }
   });
 
   return {

@@ -19,6 +19,8 @@
 #include <troupe/runtime/service.hpp>
 #include <troupe/runtime/status_server.hpp>
 
+#include "cluster_gate.hpp"
+
 namespace troupe {
 
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
@@ -58,6 +60,11 @@ void declare_runtime_config(config_schema& s) {
     .min(50ms)
     .max(600s)
     .describe("A member that does not answer a ping within this time is marked down.");
+  s.declare("cluster.max_frame_size", value_kind::integer)
+    .default_value("16777216")
+    .min(4096)
+    .max(1073741824)
+    .describe("Largest message frame a peer may send, in bytes; larger ones close its connection.");
   s.declare("cluster.connect_timeout", value_kind::duration)
     .default_value("2s")
     .min(10ms)
@@ -345,7 +352,20 @@ int node::run(int argc, char** argv) {
       },
       comp.restart});
   }
+  // The gate owns the public cluster port and checks peers' framing before
+  // CAF's endpoint (on loopback) sees a byte.
   auto settings = cluster_settings_from(cfg);
+  std::unique_ptr<cluster_gate> gate;
+  try {
+    gate = std::make_unique<cluster_gate>(
+      cluster_gate::settings{settings.bind_host, settings.port,
+                             static_cast<uint32_t>(cfg.get_int("cluster.max_frame_size"))},
+      [view] { return view->backend_port(); });
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  settings.port = gate->port();
   std::vector<child_spec> root_children{
     child_spec{"cluster",
                [settings, view](caf::actor_system& s) {
@@ -429,6 +449,7 @@ int node::run(int argc, char** argv) {
                       std::_Exit(1);
                     });
   }
+  gate->stop();
   if (status)
     status->stop();
   spdlog::info("node {} stopped", node_name);

@@ -22,7 +22,8 @@ struct outcome {
   std::vector<std::string> lines;
 };
 
-outcome run_to_exit(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+outcome run_to_exit(std::vector<std::string> args,
+                    std::map<std::string, std::string> env = {}) {
   node_process proc{troupe_node_binary(), std::move(args), std::move(env), "config"};
   outcome result;
   result.exit_code = proc.wait_exit(within(10s));
@@ -54,7 +55,8 @@ TEST_CASE("an unknown key in the YAML file is rejected with a did-you-mean hint"
   temp_dir dir;
   auto file = dir.write("node.yaml", "node:\n  name: a\ncluster:\n  prot: 4100\n");
   auto out = run_to_exit({"--config", file.string()});
-  check_rejected(out, {"cluster.prot", "did you mean 'cluster.port'", file.string(), "line 4"});
+  check_rejected(
+      out, {"cluster.prot", "did you mean 'cluster.port'", file.string(), "line 4"});
 }
 
 TEST_CASE("a value of the wrong type from the environment is rejected", "[config]") {
@@ -99,8 +101,8 @@ TEST_CASE("a secret from the environment is shown as <secret> and never leaked",
   SECTION("--print-config masks the value") {
     auto file = dir.write("node.yaml",
                           "node:\n  name: a\ngreeter:\n  salutation: ${env:SECRET}\n");
-    auto out = run_to_exit({"--config", file.string(), "--print-config"},
-                           {{"SECRET", secret}});
+    auto out =
+        run_to_exit({"--config", file.string(), "--print-config"}, {{"SECRET", secret}});
     INFO("output:\n" << out.output);
     REQUIRE(out.exit_code.has_value());
     CHECK(*out.exit_code == 0);
@@ -109,7 +111,8 @@ TEST_CASE("a secret from the environment is shown as <secret> and never leaked",
   }
 
   SECTION("a secret that fails validation is named, not shown") {
-    auto file = dir.write("node.yaml", "node:\n  name: a\ncluster:\n  port: ${env:SECRET}\n");
+    auto file =
+        dir.write("node.yaml", "node:\n  name: a\ncluster:\n  port: ${env:SECRET}\n");
     auto out = run_to_exit({"--config", file.string()}, {{"SECRET", secret}});
     check_rejected(out, {"cluster.port", "${env:SECRET}"});
     CHECK_FALSE(contains(out.output, secret));
@@ -117,7 +120,8 @@ TEST_CASE("a secret from the environment is shown as <secret> and never leaked",
 
   SECTION("an unset secret variable is rejected") {
     auto file = dir.write(
-      "node.yaml", "node:\n  name: a\ngreeter:\n  salutation: ${env:TROUPE_TEST_UNSET_4711}\n");
+        "node.yaml",
+        "node:\n  name: a\ngreeter:\n  salutation: ${env:TROUPE_TEST_UNSET_4711}\n");
     // The child never inherits TROUPE_* variables, so this one is surely unset.
     auto out = run_to_exit({"--config", file.string(), "--print-config"});
     check_rejected(out, {"greeter.salutation", "TROUPE_TEST_UNSET_4711", "not set"});

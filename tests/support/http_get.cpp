@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+// property_tree pulls in boost/bind.hpp, which warns about its global placeholders.
+#define BOOST_BIND_GLOBAL_PLACEHOLDERS
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/property_tree/json_parser.hpp>
@@ -29,7 +31,8 @@ using steady = std::chrono::steady_clock;
 namespace http = boost::beast::http;
 
 int remaining_ms(steady::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
   return static_cast<int>(std::max<int64_t>(0, left.count()));
 }
 
@@ -178,7 +181,8 @@ std::optional<http_response> http_get(uint16_t port, std::string_view target,
   return http_response{static_cast<int>(res.result_int()), std::move(res.body())};
 }
 
-int http_status(uint16_t port, std::string_view target, std::chrono::milliseconds timeout) {
+int http_status(uint16_t port, std::string_view target,
+                std::chrono::milliseconds timeout) {
   auto res = http_get(port, target, timeout);
   return res ? res->status : 0;
 }
@@ -248,14 +252,16 @@ uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-std::optional<raw_tcp> raw_tcp::connect(uint16_t port, std::chrono::milliseconds timeout) {
+std::optional<raw_tcp> raw_tcp::connect(uint16_t port,
+                                        std::chrono::milliseconds timeout) {
   int fd = connect_loopback(port, steady::now() + timeout);
   if (fd < 0)
     return std::nullopt;
   return raw_tcp{fd};
 }
 
-raw_tcp::raw_tcp(raw_tcp&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+raw_tcp::raw_tcp(raw_tcp&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)) {}
 
 raw_tcp& raw_tcp::operator=(raw_tcp&& other) noexcept {
   if (this != &other) {

@@ -20,9 +20,9 @@ struct http_response {
 
 /// GET `target` from 127.0.0.1:`port`; nullopt when the connection fails, the
 /// answer is not HTTP or does not arrive within `timeout`.
-std::optional<http_response> http_get(uint16_t port, std::string_view target,
-                                      std::chrono::milliseconds timeout =
-                                        std::chrono::milliseconds{2000});
+std::optional<http_response>
+http_get(uint16_t port, std::string_view target,
+         std::chrono::milliseconds timeout = std::chrono::milliseconds{2000});
 
 /// The status code of GET `target`, 0 when there is no HTTP answer.
 int http_status(uint16_t port, std::string_view target,
@@ -51,9 +51,9 @@ struct cluster_info {
 std::optional<cluster_info> parse_cluster_json(const std::string& json);
 
 /// GET /cluster from a node's status port, parsed.
-std::optional<cluster_info> get_cluster(uint16_t status_port,
-                                        std::chrono::milliseconds timeout =
-                                          std::chrono::milliseconds{2000});
+std::optional<cluster_info>
+get_cluster(uint16_t status_port,
+            std::chrono::milliseconds timeout = std::chrono::milliseconds{2000});
 
 /// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then
 /// closed). Throws std::runtime_error when no socket can be bound.
@@ -63,8 +63,9 @@ uint16_t free_port();
 class raw_tcp {
 public:
   /// Connects within `timeout`; nullopt when refused or timed out.
-  static std::optional<raw_tcp> connect(uint16_t port, std::chrono::milliseconds timeout =
-                                                         std::chrono::milliseconds{2000});
+  static std::optional<raw_tcp>
+  connect(uint16_t port,
+          std::chrono::milliseconds timeout = std::chrono::milliseconds{2000});
 
   raw_tcp(raw_tcp&& other) noexcept;
   raw_tcp& operator=(raw_tcp&& other) noexcept;
@@ -92,7 +93,8 @@ public:
   bool is_open() const noexcept { return fd_ >= 0; }
 
 private:
-  explicit raw_tcp(int fd) : fd_(fd) {}
+  explicit raw_tcp(int fd)
+      : fd_(fd) {}
   int fd_ = -1;
 };
 

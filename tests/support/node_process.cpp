@@ -32,7 +32,8 @@ bool has_prefix(std::string_view s, std::string_view prefix) {
 
 // The child's environment: ours without TROUPE_* (and without the keys the
 // caller sets), then the caller's.
-std::vector<std::string> child_environment(const std::map<std::string, std::string>& env) {
+std::vector<std::string>
+child_environment(const std::map<std::string, std::string>& env) {
   std::vector<std::string> result;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string_view entry{*e};
@@ -79,7 +80,7 @@ std::optional<uint16_t> port_after(std::string_view line, std::string_view marke
 
 node_process::node_process(std::string program, std::vector<std::string> args,
                            std::map<std::string, std::string> env, std::string tag)
-  : tag_(std::move(tag)) {
+    : tag_(std::move(tag)) {
   if (tag_.empty())
     tag_ = std::filesystem::path{program}.filename().string();
   echo_ = std::getenv("TROUPE_TEST_ECHO") != nullptr;
@@ -254,8 +255,10 @@ std::optional<log_line> node_process::wait_for(std::string_view substring,
                                                steady::time_point deadline, size_t from) {
   std::string needle{substring};
   return wait_impl(
-    [&needle](const std::string& line) { return line.find(needle) != std::string::npos; },
-    deadline, from);
+      [&needle](const std::string& line) {
+        return line.find(needle) != std::string::npos;
+      },
+      deadline, from);
 }
 
 std::optional<log_line> node_process::wait_for(const std::regex& re,
@@ -379,7 +382,8 @@ running_node start_node_at(const std::string& program, const std::string& name,
 
   running_node result;
   result.name = name;
-  result.process = std::make_unique<node_process>(program, std::move(full), std::move(env), name);
+  result.process =
+      std::make_unique<node_process>(program, std::move(full), std::move(env), name);
   auto& proc = *result.process;
   auto fail = [&](const std::string& what) {
     return std::runtime_error("node " + name + " " + what + "; its output:\n" +
@@ -424,7 +428,8 @@ temp_dir::~temp_dir() {
   std::filesystem::remove_all(path_, ignored);
 }
 
-std::filesystem::path temp_dir::write(const std::string& name, std::string_view content) const {
+std::filesystem::path temp_dir::write(const std::string& name,
+                                      std::string_view content) const {
   auto file = path_ / name;
   std::ofstream out{file, std::ios::binary | std::ios::trunc};
   out.write(content.data(), static_cast<std::streamsize>(content.size()));

@@ -34,13 +34,15 @@ inline steady::time_point within(steady::duration d) {
 struct log_line {
   std::string text;
   steady::time_point received;
-  size_t index = 0; ///< position in lines(); pass index + 1 as `from` to wait for the next
+  /// Position in lines(); pass index + 1 as `from` to wait for the next line.
+  size_t index = 0;
 };
 
 /// A child process whose stdout and stderr (merged) are read on a thread of
 /// its own into a line buffer. The destructor kills (SIGKILL) and reaps it,
-/// so a failed assertion never leaks a process. The child dies with the test
-/// process too (PR_SET_PDEATHSIG).
+/// so a failed assertion never leaks a process. The child also gets SIGKILL
+/// when the thread that started it ends (PR_SET_PDEATHSIG): start children
+/// from the test's main thread, and a killed test run leaks none.
 ///
 /// Not movable: hold it in a std::unique_ptr to restart or hand it around.
 class node_process {
@@ -65,12 +67,12 @@ public:
   std::optional<std::string> wait_for_line(std::string_view substring,
                                            steady::time_point deadline, size_t from = 0);
   /// The first line at position >= `from` that `re` matches (std::regex_search).
-  std::optional<std::string> wait_for_line(const std::regex& re, steady::time_point deadline,
-                                           size_t from = 0);
+  std::optional<std::string> wait_for_line(const std::regex& re,
+                                           steady::time_point deadline, size_t from = 0);
 
   /// Like wait_for_line, with the line's position and arrival time.
-  std::optional<log_line> wait_for(std::string_view substring, steady::time_point deadline,
-                                   size_t from = 0);
+  std::optional<log_line> wait_for(std::string_view substring,
+                                   steady::time_point deadline, size_t from = 0);
   std::optional<log_line> wait_for(const std::regex& re, steady::time_point deadline,
                                    size_t from = 0);
 

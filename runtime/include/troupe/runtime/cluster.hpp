@@ -3,6 +3,7 @@
 // The cluster actor: discovery, membership, failure detection and the
 // service registry of one node. Include where services are looked up.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -80,9 +81,12 @@ using cluster_actor = caf::typed_actor<
 
 struct cluster_settings {
   std::string node_name;
-  std::string bind_host = "127.0.0.1";
+  std::string bind_host = "127.0.0.1";  ///< where peers connect (the node's gate)
   std::string advertise_host = "127.0.0.1";
-  uint16_t port = 0;                    ///< 0 picks a free port
+  uint16_t port = 0;                    ///< the public port peers connect to
+  /// Where CAF's own endpoint listens; peers reach it through the gate that
+  /// checks their framing, so it stays on loopback.
+  std::string backend_host = "127.0.0.1";
   std::vector<std::string> seeds;       ///< "host:port"
   std::string dns_name;                 ///< resolves to every member (headless Service)
   uint16_t dns_port = 0;                ///< cluster port of DNS-discovered members
@@ -95,19 +99,22 @@ struct cluster_settings {
 /// cluster actor, read from other threads.
 class cluster_view {
 public:
-  void update(std::string json, bool joined, uint16_t port);
+  void update(std::string json, bool joined);
   std::string json() const;
   bool joined() const;
-  uint16_t port() const;
+  /// Port of CAF's loopback endpoint; 0 while it is not listening.
+  uint16_t backend_port() const noexcept { return backend_port_; }
+  void set_backend_port(uint16_t port) noexcept { backend_port_ = port; }
 
 private:
   mutable std::mutex mtx_;
   std::string json_ = "{}";
   bool joined_ = false;
-  uint16_t port_ = 0;
+  std::atomic<uint16_t> backend_port_{0};
 };
 
-/// Spawns the cluster actor: it publishes itself on `settings.port`, joins
+/// Spawns the cluster actor: it publishes itself on a loopback port (behind
+/// the node's gate, which owns `settings.port`), joins
 /// through the seeds (retrying until one answers), monitors and pings every
 /// member, and registers itself in the node-local CAF registry so that
 /// `find_service` works anywhere on the node.
