@@ -92,6 +92,7 @@ struct cluster_state {
   std::map<std::string, member_state> members;      // by node name
   std::set<std::string> connecting;                 // address keys in flight
   std::set<std::string> known_addresses;            // seeds, DNS results, lost members
+  std::set<std::string> down_members;               // marked down, not back yet
   std::map<caf::actor_addr, std::string> local_services; // handle -> service name
   std::vector<service_entry> local_entries;
   resolver_actor resolver;
@@ -140,6 +141,7 @@ void publish_view(self_ptr self) {
   st.view->update(render_json(st), st.joined);
   auto& m = metrics::instance();
   m.cluster_members("up").Set(static_cast<double>(st.members.size() + 1));
+  m.cluster_members("down").Set(static_cast<double>(st.down_members.size()));
   size_t services = st.local_entries.size();
   for (auto& [name, member] : st.members)
     services += member.info.services.size();
@@ -156,8 +158,8 @@ void mark_down(self_ptr self, const std::string& name, const std::string& why) {
   self->demonitor(i->second.endpoint.address());
   // Keep its address: a restarted process comes back there.
   st.known_addresses.insert(address_key(i->second.info.host, i->second.info.port));
+  st.down_members.insert(name);
   st.members.erase(i);
-  metrics::instance().cluster_members("down").Increment();
   publish_view(self);
 }
 
@@ -177,6 +179,7 @@ void add_member(self_ptr self, const member_info& info) {
   }
   auto endpoint = caf::actor_cast<cluster_actor>(info.endpoint);
   self->monitor(endpoint);
+  st.down_members.erase(info.name);
   st.members.emplace(info.name, member_state{info, endpoint});
   for (auto& svc : st.members[info.name].info.services)
     svc.node = info.name;

@@ -148,8 +148,13 @@ TEST_CASE("a service registered on node C is called from node A", "[cluster]") {
       within(patience));
   INFO("log of a:\n" << n.a->output());
   REQUIRE(answered.has_value());
-  // C's log arrives through its own pipe: wait for it rather than peek.
-  CHECK(n.c->wait_for_line("greeting caller #", within(patience)).has_value());
+  // The call's correlation id travels to C and back into A's reply handler:
+  // both nodes log the same one. C's log arrives through its own pipe, so
+  // wait for it rather than peek.
+  std::smatch id;
+  REQUIRE(std::regex_search(*answered, id, std::regex{R"(\[cid=([0-9a-f]+)\])"}));
+  CHECK(n.c->wait_for_line("[cid=" + id[1].str() + "] greeting caller #", within(patience))
+          .has_value());
   // Only C provides it: nobody else answers.
   CHECK(n.a->count_lines("answered by node a") == 0);
   CHECK(n.a->count_lines("answered by node b") == 0);
@@ -377,4 +382,39 @@ TEST_CASE("a second SIGTERM stops the node at once", "[cluster]") {
   // The first signal may not even have reached the log before the second.
   CHECK(a->count_lines("second signal 15: stopping at once") == 1);
   CHECK(a->count_lines("node a stopped") == 0);
+}
+
+TEST_CASE("a node discovers its peers through a DNS name that resolves to them",
+          "[cluster]") {
+  // "localhost" resolves to 127.0.0.1 (and ::1, where nothing listens): the
+  // same shape as a headless Service resolving to every pod.
+  auto a = start_node("a", fast_detector + runs_greeter, within(patience));
+  auto b = start_node("b",
+                      fast_detector + runs_caller +
+                          strings{"--cluster.dns_name", "localhost", "--cluster.dns_port",
+                                  std::to_string(a.cluster_port)},
+                      within(patience));
+  require_members(b, {"a", "b"});
+  require_members(a, {"a", "b"});
+  CHECK(b->wait_for_line("answered by node a", within(patience)).has_value());
+  bool ready = eventually(within(patience),
+                          [&] { return http_status(b.status_port, "/readyz") == 200; });
+  CHECK(ready);
+}
+
+TEST_CASE("membership and registry size are exported as metrics", "[cluster]") {
+  auto n = start_three(runs_nothing, runs_nothing, runs_greeter);
+  auto has = [&](const std::string& line) {
+    return eventually(within(patience), [&] {
+      auto body = http_get(n.a.status_port, "/metrics");
+      return body && body->body.find(line) != std::string::npos;
+    });
+  };
+  CHECK(has("troupe_cluster_members{state=\"up\"} 3"));
+  CHECK(has("troupe_registry_services 1"));
+  CHECK(has("process_resident_memory_bytes"));
+  REQUIRE(n.c->kill(SIGKILL));
+  CHECK(has("troupe_cluster_members{state=\"up\"} 2"));
+  CHECK(has("troupe_cluster_members{state=\"down\"} 1"));
+  CHECK(has("troupe_registry_services 0"));
 }

@@ -4,6 +4,7 @@
 // implemented or called; it pulls in CAF's typed-actor headers.
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -46,6 +47,7 @@ template <class C, class R, class... Args>
 struct handler_traits<R (C::*)(Args...) const> {
   using result = R;
   using args = std::tuple<std::decay_t<Args>...>;
+  using exact_args = std::tuple<Args...>;
   static constexpr size_t arity = sizeof...(Args);
 };
 
@@ -84,7 +86,63 @@ auto wrap_handler(std::string actor, metrics::actor_type_metrics m, F f) {
   };
 }
 
+// Wraps a reply or error handler so it runs with the call's context current:
+// logs written when a reply arrives carry the request's correlation id.
+// CAF checks handler signatures, so the wrapper repeats the exact parameters.
+template <class F, class... Args>
+auto in_context(std::shared_ptr<const call_context> ctx, const char* actor, F f,
+                std::tuple<Args...>*) {
+  return [ctx = std::move(ctx), actor, f = std::move(f)](Args... xs) mutable {
+    context_scope scope{*ctx, actor};
+    return f(std::forward<Args>(xs)...);
+  };
+}
+
+template <class F>
+auto in_context(std::shared_ptr<const call_context> ctx, const char* actor, F f) {
+  using exact = typename handler_traits<F>::exact_args;
+  return in_context(std::move(ctx), actor, std::move(f), static_cast<exact*>(nullptr));
+}
+
 } // namespace detail
+
+/// The pending reply of a `troupe::call`. Its handlers run with the call's
+/// context current, and the error handler is not optional: in CAF 0.17 an
+/// unhandled error reply kills the requesting actor.
+template <class ResponseHandle>
+class pending_reply {
+public:
+  pending_reply(ResponseHandle handle, std::shared_ptr<const call_context> ctx,
+                const char* actor)
+    : handle_(std::move(handle)), ctx_(std::move(ctx)), actor_(actor) {}
+
+  template <class OnReply, class OnError>
+  void then(OnReply on_reply, OnError on_error) {
+    handle_.then(detail::in_context(ctx_, actor_, std::move(on_reply)),
+                 detail::in_context(ctx_, actor_, std::move(on_error)));
+  }
+
+  template <class OnReply, class OnError>
+  void await(OnReply on_reply, OnError on_error) {
+    handle_.await(detail::in_context(ctx_, actor_, std::move(on_reply)),
+                  detail::in_context(ctx_, actor_, std::move(on_error)));
+  }
+
+  /// For blocking callers (`caf::scoped_actor`).
+  template <class OnReply, class OnError>
+  void receive(OnReply on_reply, OnError on_error) {
+    handle_.receive(detail::in_context(ctx_, actor_, std::move(on_reply)),
+                    detail::in_context(ctx_, actor_, std::move(on_error)));
+  }
+
+  /// The context the request carries.
+  const call_context& context() const noexcept { return *ctx_; }
+
+private:
+  ResponseHandle handle_;
+  std::shared_ptr<const call_context> ctx_;
+  const char* actor_;
+};
 
 /// Builds a service's behaviour from domain handlers, one per request type:
 ///
@@ -108,10 +166,10 @@ auto serve(Self* self, Handlers... handlers) {
 template <class Self, class Handle, class Request>
 auto call(Self* self, const Handle& service, std::chrono::nanoseconds timeout,
           Request request) {
-  auto ctx = call_context::derive().narrowed(timeout);
-  auto left = ctx.remaining(timeout);
-  return self->request(service, caf::duration{left}, std::move(ctx),
-                       std::move(request));
+  auto ctx = std::make_shared<const call_context>(call_context::derive().narrowed(timeout));
+  auto left = ctx->remaining(timeout);
+  auto handle = self->request(service, caf::duration{left}, *ctx, std::move(request));
+  return pending_reply<decltype(handle)>{std::move(handle), std::move(ctx), self->name()};
 }
 
 /// Sends a one-way message (an event or command without reply) to a service.
