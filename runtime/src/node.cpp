@@ -218,10 +218,18 @@ cluster_settings cluster_settings_from(const config& cfg) {
   cluster_settings s;
   s.node_name = cfg.get_string("node.name");
   s.bind_host = cfg.get_string("cluster.bind_host");
-  if (cfg.has("cluster.advertise_host"))
-    s.advertise_host = cfg.get_string("cluster.advertise_host");
-  if (s.advertise_host.empty())
+  s.advertise_host = cfg.has("cluster.advertise_host")
+                       ? cfg.get_string("cluster.advertise_host")
+                       : std::string{};
+  if (s.advertise_host.empty()) {
+    // Peers cannot dial a wildcard: it must be said which address to use.
+    if (s.bind_host == "0.0.0.0" || s.bind_host == "::")
+      throw config_error("cluster.advertise_host",
+                         "cluster.advertise_host is required when cluster.bind_host is "
+                         "the wildcard address '" +
+                           s.bind_host + "'");
     s.advertise_host = s.bind_host;
+  }
   s.port = static_cast<uint16_t>(cfg.get_int("cluster.port"));
   s.seeds = cfg.get_list("cluster.seeds");
   if (cfg.has("cluster.dns_name"))
@@ -289,6 +297,13 @@ int node::run(int argc, char** argv) {
     cfg.print(std::cout);
     return 0;
   }
+  cluster_settings settings;
+  try {
+    settings = cluster_settings_from(cfg);
+  } catch (const config_error& e) {
+    std::cerr << program_ << ": configuration error: " << e.what() << "\n";
+    return 2;
+  }
 
   auto node_name = cfg.get_string("node.name");
   init_logging({parse_log_format(cfg.get_string("log.format")),
@@ -354,7 +369,6 @@ int node::run(int argc, char** argv) {
   }
   // The gate owns the public cluster port and checks peers' framing before
   // CAF's endpoint (on loopback) sees a byte.
-  auto settings = cluster_settings_from(cfg);
   std::unique_ptr<cluster_gate> gate;
   try {
     gate = std::make_unique<cluster_gate>(

@@ -74,6 +74,12 @@ TEST_CASE("a missing required key is rejected with the ways to set it", "[config
   check_rejected(out, {"node.name", "TROUPE_NODE_NAME", "--node.name"});
 }
 
+TEST_CASE("a wildcard bind address without an advertised address is rejected",
+          "[config]") {
+  auto out = run_to_exit({"--node.name", "a", "--cluster.bind_host", "0.0.0.0"});
+  check_rejected(out, {"cluster.advertise_host", "0.0.0.0"});
+}
+
 TEST_CASE("an unreadable config file is rejected", "[config]") {
   auto out = run_to_exit({"--config", "/nonexistent/x.yaml"});
   check_rejected(out, {"/nonexistent/x.yaml"});
