@@ -16,8 +16,8 @@ const call_context empty_context{};
 } // namespace
 
 call_context::clock::time_point call_context::deadline() const noexcept {
-  return clock::time_point{std::chrono::duration_cast<clock::duration>(
-    std::chrono::nanoseconds{deadline_ns})};
+  return clock::time_point{
+      std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds{deadline_ns})};
 }
 
 std::chrono::nanoseconds
@@ -34,8 +34,8 @@ call_context::remaining(std::chrono::nanoseconds fallback) const noexcept {
 call_context call_context::narrowed(std::chrono::nanoseconds timeout) const {
   call_context result = *this;
   auto candidate = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     (clock::now() + timeout).time_since_epoch())
-                     .count();
+                       (clock::now() + timeout).time_since_epoch())
+                       .count();
   if (!has_deadline() || candidate < deadline_ns)
     result.deadline_ns = candidate;
   return result;
@@ -59,13 +59,14 @@ std::string new_correlation_id() {
   static std::atomic<uint32_t> counter{0};
   auto n = counter.fetch_add(1, std::memory_order_relaxed);
   char buf[16];
-  std::snprintf(buf, sizeof buf, "%06x%08x",
-                static_cast<unsigned>(prefix & 0xffffff), static_cast<unsigned>(n));
+  std::snprintf(buf, sizeof buf, "%06x%08x", static_cast<unsigned>(prefix & 0xffffff),
+                static_cast<unsigned>(n));
   return buf;
 }
 
 context_scope::context_scope(const call_context& ctx, const char* actor_name) noexcept
-  : prev_ctx_(current_ctx), prev_actor_(current_actor_name) {
+    : prev_ctx_(current_ctx)
+    , prev_actor_(current_actor_name) {
   current_ctx = &ctx;
   current_actor_name = actor_name;
 }

@@ -4,8 +4,8 @@
 #include <map>
 #include <set>
 
-#include <netdb.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/socket.h>
 
 #include <caf/all.hpp>
@@ -48,10 +48,10 @@ std::vector<std::string> resolve_addresses(const std::string& name) {
   for (auto* p = res; p != nullptr; p = p->ai_next) {
     char buf[INET6_ADDRSTRLEN] = {};
     const void* addr = p->ai_family == AF_INET
-                         ? static_cast<const void*>(
-                             &reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr)
-                         : static_cast<const void*>(
-                             &reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr);
+                           ? static_cast<const void*>(
+                                 &reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr)
+                           : static_cast<const void*>(
+                                 &reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr);
     if (inet_ntop(p->ai_family, addr, buf, sizeof buf) != nullptr)
       result.emplace_back(buf);
   }
@@ -63,8 +63,8 @@ std::vector<std::string> resolve_addresses(const std::string& name) {
 
 namespace {
 
-using resolver_actor =
-  caf::typed_actor<caf::replies_to<resolve_atom, std::string>::with<std::vector<std::string>>>;
+using resolver_actor = caf::typed_actor<
+    caf::replies_to<resolve_atom, std::string>::with<std::vector<std::string>>>;
 
 // getaddrinfo blocks: it runs on a detached actor of its own.
 resolver_actor::behavior_type resolver(resolver_actor::pointer) {
@@ -89,10 +89,10 @@ struct cluster_state {
   bool published = false;
   bool joined = false;
   bool leaving = false;
-  std::map<std::string, member_state> members;      // by node name
-  std::set<std::string> connecting;                 // address keys in flight
-  std::set<std::string> known_addresses;            // seeds, DNS results, lost members
-  std::set<std::string> down_members;               // marked down, not back yet
+  std::map<std::string, member_state> members; // by node name
+  std::set<std::string> connecting;            // address keys in flight
+  std::set<std::string> known_addresses;       // seeds, DNS results, lost members
+  std::set<std::string> down_members;          // marked down, not back yet
   std::map<caf::actor_addr, std::string> local_services; // handle -> service name
   std::vector<service_entry> local_entries;
   resolver_actor resolver;
@@ -226,41 +226,41 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
   auto mm = self->system().middleman().actor_handle();
   auto timeout = st.settings.connect_timeout;
   self->request(mm, timeout, caf::connect_atom::value, host, port)
-    .then(
-      [=](const caf::node_id&, caf::strong_actor_ptr& ptr,
-          const std::set<std::string>&) {
-        auto peer = caf::actor_cast<cluster_actor>(ptr);
-        if (!peer) {
-          self->state.connecting.erase(key);
-          return;
-        }
-        auto me = self->state.self_info;
-        me.services = self->state.local_entries;
-        self->request(peer, timeout, join_atom::value, me)
-          .then(
-            [=](const std::vector<member_info>& view) {
+      .then(
+          [=](const caf::node_id&, caf::strong_actor_ptr& ptr,
+              const std::set<std::string>&) {
+            auto peer = caf::actor_cast<cluster_actor>(ptr);
+            if (!peer) {
               self->state.connecting.erase(key);
-              // The peer's own entry comes first in its view.
-              for (auto& info : view)
-                if (info.host == host && info.port == port)
-                  add_member(self, info);
-              if (!self->state.joined) {
-                self->state.joined = true;
-                spdlog::info("joined the cluster through {}", key);
-              }
-              self->state.known_addresses.erase(key);
-              publish_view(self);
-              handle_join_reply(self, view);
-            },
-            [=](caf::error& err) {
-              self->state.connecting.erase(key);
-              spdlog::debug("join through {} failed: {}", key, describe(err));
-            });
-      },
-      [=](caf::error& err) {
-        self->state.connecting.erase(key);
-        spdlog::debug("cannot reach {}: {}", key, describe(err));
-      });
+              return;
+            }
+            auto me = self->state.self_info;
+            me.services = self->state.local_entries;
+            self->request(peer, timeout, join_atom::value, me)
+                .then(
+                    [=](const std::vector<member_info>& view) {
+                      self->state.connecting.erase(key);
+                      // The peer's own entry comes first in its view.
+                      for (auto& info : view)
+                        if (info.host == host && info.port == port)
+                          add_member(self, info);
+                      if (!self->state.joined) {
+                        self->state.joined = true;
+                        spdlog::info("joined the cluster through {}", key);
+                      }
+                      self->state.known_addresses.erase(key);
+                      publish_view(self);
+                      handle_join_reply(self, view);
+                    },
+                    [=](caf::error& err) {
+                      self->state.connecting.erase(key);
+                      spdlog::debug("join through {} failed: {}", key, describe(err));
+                    });
+          },
+          [=](caf::error& err) {
+            self->state.connecting.erase(key);
+            spdlog::debug("cannot reach {}: {}", key, describe(err));
+          });
 }
 
 std::pair<std::string, uint16_t> split_address(const std::string& addr) {
@@ -286,43 +286,45 @@ void on_tick(self_ptr self) {
     st.resolving = true;
     self->request(st.resolver, st.settings.connect_timeout, resolve_atom::value,
                   st.settings.dns_name)
-      .then(
-        [=](const std::vector<std::string>& addresses) {
-          auto& st = self->state;
-          st.resolving = false;
-          bool only_self = !addresses.empty();
-          for (auto& host : addresses) {
-            if (host != st.self_info.host || st.settings.dns_port != st.self_info.port)
-              only_self = false;
-            connect_to(self, host, st.settings.dns_port);
-          }
-          // The name resolves to this node alone: it is the whole cluster.
-          if (only_self && !st.joined) {
-            st.joined = true;
-            spdlog::info("{} resolves to this node only: starting the cluster",
-                         st.settings.dns_name);
-            publish_view(self);
-          }
-        },
-        [=](caf::error&) { self->state.resolving = false; });
+        .then(
+            [=](const std::vector<std::string>& addresses) {
+              auto& st = self->state;
+              st.resolving = false;
+              bool only_self = !addresses.empty();
+              for (auto& host : addresses) {
+                if (host != st.self_info.host ||
+                    st.settings.dns_port != st.self_info.port)
+                  only_self = false;
+                connect_to(self, host, st.settings.dns_port);
+              }
+              // The name resolves to this node alone: it is the whole cluster.
+              if (only_self && !st.joined) {
+                st.joined = true;
+                spdlog::info("{} resolves to this node only: starting the cluster",
+                             st.settings.dns_name);
+                publish_view(self);
+              }
+            },
+            [=](caf::error&) { self->state.resolving = false; });
   }
   for (auto& [name, m] : st.members) {
     auto member_name = name;
     auto node_id = m.info.node_id;
     self->request(m.endpoint, st.settings.failure_timeout, ping_atom::value,
                   st.self_info.name)
-      .then([](pong_atom) {},
-            [=](caf::error& err) {
-              auto i = self->state.members.find(member_name);
-              if (i == self->state.members.end() || i->second.info.node_id != node_id)
-                return;
-              auto why = classify(err) == errc::not_found
-                           ? std::string{"it no longer knows us"}
-                           : "no answer within " +
-                               std::to_string(self->state.settings.failure_timeout.count()) +
-                               "ms";
-              mark_down(self, member_name, why);
-            });
+        .then([](pong_atom) {},
+              [=](caf::error& err) {
+                auto i = self->state.members.find(member_name);
+                if (i == self->state.members.end() || i->second.info.node_id != node_id)
+                  return;
+                auto why = classify(err) == errc::not_found
+                               ? std::string{"it no longer knows us"}
+                               : "no answer within " +
+                                     std::to_string(
+                                         self->state.settings.failure_timeout.count()) +
+                                     "ms";
+                mark_down(self, member_name, why);
+              });
   }
   self->delayed_send(self, st.settings.heartbeat_interval, cluster_tick_atom::value);
 }
@@ -372,34 +374,33 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   // when it fails.
   auto mm = self->system().middleman().actor_handle();
   auto ifs = self->system().message_types<cluster_actor>();
-  self
-    ->request(mm, std::chrono::seconds(10), caf::publish_atom::value, uint16_t{0},
-              caf::actor_cast<caf::strong_actor_ptr>(self), ifs,
-              st.settings.backend_host, true)
-    .then(
-      [=](uint16_t backend) {
-        auto& st = self->state;
-        st.published = true;
-        st.view->set_backend_port(backend);
-        spdlog::info("cluster endpoint listening on {}:{} as node {}",
-                     st.settings.bind_host, st.self_info.port, st.self_info.name);
-        // Without other seeds this node starts the cluster.
-        auto self_address = address_key(st.self_info.host, st.self_info.port);
-        bool other_seed = !st.settings.dns_name.empty();
-        for (auto& seed : st.settings.seeds)
-          if (seed != self_address)
-            other_seed = true;
-        if (!other_seed)
-          st.joined = true;
-        st.known_addresses.erase(self_address);
-        publish_view(self);
-        on_tick(self);
-      },
-      [=](caf::error& err) {
-        spdlog::error("cannot open the cluster endpoint on {}: {}",
-                      self->state.settings.backend_host, describe(err));
-        self->quit(err);
-      });
+  self->request(mm, std::chrono::seconds(10), caf::publish_atom::value, uint16_t{0},
+                caf::actor_cast<caf::strong_actor_ptr>(self), ifs,
+                st.settings.backend_host, true)
+      .then(
+          [=](uint16_t backend) {
+            auto& st = self->state;
+            st.published = true;
+            st.view->set_backend_port(backend);
+            spdlog::info("cluster endpoint listening on {}:{} as node {}",
+                         st.settings.bind_host, st.self_info.port, st.self_info.name);
+            // Without other seeds this node starts the cluster.
+            auto self_address = address_key(st.self_info.host, st.self_info.port);
+            bool other_seed = !st.settings.dns_name.empty();
+            for (auto& seed : st.settings.seeds)
+              if (seed != self_address)
+                other_seed = true;
+            if (!other_seed)
+              st.joined = true;
+            st.known_addresses.erase(self_address);
+            publish_view(self);
+            on_tick(self);
+          },
+          [=](caf::error& err) {
+            spdlog::error("cannot open the cluster endpoint on {}: {}",
+                          self->state.settings.backend_host, describe(err));
+            self->quit(err);
+          });
 
   self->attach_functor([mm, view = st.view](const caf::error&) {
     // Close the endpoint; the next incarnation of this actor opens its own.
@@ -410,104 +411,105 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   });
 
   return {
-    [=](join_atom, const member_info& info) -> std::vector<member_info> {
-      if (self->state.leaving)
-        return {};
-      add_member(self, info);
-      if (!self->state.joined) {
-        // Someone reached us: we are part of a cluster now.
-        self->state.joined = true;
+      [=](join_atom, const member_info& info) -> std::vector<member_info> {
+        if (self->state.leaving)
+          return {};
+        add_member(self, info);
+        if (!self->state.joined) {
+          // Someone reached us: we are part of a cluster now.
+          self->state.joined = true;
+          publish_view(self);
+        }
+        return view_of(self);
+      },
+      [=](ping_atom, const std::string& from) -> caf::result<pong_atom> {
+        if (self->state.members.count(from) == 0)
+          return make_error(errc::not_found, "unknown member " + from);
+        return pong_atom::value;
+      },
+      [=](leave_atom, const std::string& name, const std::string& node_id) {
+        auto i = self->state.members.find(name);
+        if (i != self->state.members.end() && i->second.info.node_id == node_id) {
+          self->demonitor(i->second.endpoint.address());
+          self->state.members.erase(i);
+          spdlog::info("member {} left the cluster", name);
+          publish_view(self);
+        }
+      },
+      [=](service_up_atom, service_entry entry) {
+        auto i = self->state.members.find(entry.node);
+        if (i == self->state.members.end())
+          return;
+        auto& services = i->second.info.services;
+        services.erase(std::remove_if(services.begin(), services.end(),
+                                      [&](auto& e) { return e.name == entry.name; }),
+                       services.end());
+        services.push_back(std::move(entry));
         publish_view(self);
-      }
-      return view_of(self);
-    },
-    [=](ping_atom, const std::string& from) -> caf::result<pong_atom> {
-      if (self->state.members.count(from) == 0)
-        return make_error(errc::not_found, "unknown member " + from);
-      return pong_atom::value;
-    },
-    [=](leave_atom, const std::string& name, const std::string& node_id) {
-      auto i = self->state.members.find(name);
-      if (i != self->state.members.end() && i->second.info.node_id == node_id) {
-        self->demonitor(i->second.endpoint.address());
-        self->state.members.erase(i);
-        spdlog::info("member {} left the cluster", name);
+      },
+      [=](service_down_atom, const std::string& node, const std::string& service) {
+        auto i = self->state.members.find(node);
+        if (i == self->state.members.end())
+          return;
+        auto& services = i->second.info.services;
+        services.erase(std::remove_if(services.begin(), services.end(),
+                                      [&](auto& e) { return e.name == service; }),
+                       services.end());
         publish_view(self);
-      }
-    },
-    [=](service_up_atom, service_entry entry) {
-      auto i = self->state.members.find(entry.node);
-      if (i == self->state.members.end())
-        return;
-      auto& services = i->second.info.services;
-      services.erase(std::remove_if(services.begin(), services.end(),
-                                    [&](auto& e) { return e.name == entry.name; }),
-                     services.end());
-      services.push_back(std::move(entry));
-      publish_view(self);
-    },
-    [=](service_down_atom, const std::string& node, const std::string& service) {
-      auto i = self->state.members.find(node);
-      if (i == self->state.members.end())
-        return;
-      auto& services = i->second.info.services;
-      services.erase(std::remove_if(services.begin(), services.end(),
-                                    [&](auto& e) { return e.name == service; }),
-                     services.end());
-      publish_view(self);
-    },
-    [=](register_service_atom, const std::string& name, caf::actor handle,
-        std::vector<std::string> interface) -> caf::ok_atom {
-      auto& st = self->state;
-      service_entry entry{name, st.self_info.name, handle, std::move(interface)};
-      auto& entries = st.local_entries;
-      entries.erase(std::remove_if(entries.begin(), entries.end(),
-                                   [&](auto& e) { return e.name == name; }),
-                    entries.end());
-      entries.push_back(entry);
-      st.local_services[handle.address()] = name;
-      self->monitor(handle);
-      for (auto& [member, m] : st.members)
-        self->send(m.endpoint, service_up_atom::value, entry);
-      spdlog::info("service {} registered", name);
-      publish_view(self);
-      return caf::ok_atom::value;
-    },
-    [=](find_service_atom, const std::string& name,
-        const std::vector<std::string>& interface) -> caf::result<caf::actor> {
-      auto& st = self->state;
-      const service_entry* found = nullptr;
-      for (auto& e : st.local_entries)
-        if (e.name == name)
-          found = &e;
-      for (auto i = st.members.begin(); found == nullptr && i != st.members.end(); ++i)
-        for (auto& e : i->second.info.services)
+      },
+      [=](register_service_atom, const std::string& name, caf::actor handle,
+          std::vector<std::string> interface) -> caf::ok_atom {
+        auto& st = self->state;
+        service_entry entry{name, st.self_info.name, handle, std::move(interface)};
+        auto& entries = st.local_entries;
+        entries.erase(std::remove_if(entries.begin(), entries.end(),
+                                     [&](auto& e) { return e.name == name; }),
+                      entries.end());
+        entries.push_back(entry);
+        st.local_services[handle.address()] = name;
+        self->monitor(handle);
+        for (auto& [member, m] : st.members)
+          self->send(m.endpoint, service_up_atom::value, entry);
+        spdlog::info("service {} registered", name);
+        publish_view(self);
+        return caf::ok_atom::value;
+      },
+      [=](find_service_atom, const std::string& name,
+          const std::vector<std::string>& interface) -> caf::result<caf::actor> {
+        auto& st = self->state;
+        const service_entry* found = nullptr;
+        for (auto& e : st.local_entries)
           if (e.name == name)
             found = &e;
-      if (found == nullptr)
-        return make_error(errc::service_unavailable,
-                          "no live node provides service '" + name + "'");
-      if (!interface.empty() && interface != found->interface)
-        return make_error(errc::interface_mismatch,
-                          "service '" + name + "' on node " + found->node +
-                            " speaks another interface");
-      return found->handle;
-    },
-    [=](members_atom) { return view_of(self); },
-    [=](leave_cluster_atom) {
-      auto& st = self->state;
-      st.leaving = true;
-      for (auto& [name, m] : st.members) {
-        self->send(m.endpoint, leave_atom::value, st.self_info.name, st.self_info.node_id);
-        self->demonitor(m.endpoint.address());
-      }
-      st.members.clear();
-      st.joined = false;
-      publish_view(self);
-      spdlog::info("left the cluster");
-      return caf::ok_atom::value;
-    },
-    [=](cluster_tick_atom) { on_tick(self); },
+        for (auto i = st.members.begin(); found == nullptr && i != st.members.end(); ++i)
+          for (auto& e : i->second.info.services)
+            if (e.name == name)
+              found = &e;
+        if (found == nullptr)
+          return make_error(errc::service_unavailable,
+                            "no live node provides service '" + name + "'");
+        if (!interface.empty() && interface != found->interface)
+          return make_error(errc::interface_mismatch, "service '" + name + "' on node " +
+                                                          found->node +
+                                                          " speaks another interface");
+        return found->handle;
+      },
+      [=](members_atom) { return view_of(self); },
+      [=](leave_cluster_atom) {
+        auto& st = self->state;
+        st.leaving = true;
+        for (auto& [name, m] : st.members) {
+          self->send(m.endpoint, leave_atom::value, st.self_info.name,
+                     st.self_info.node_id);
+          self->demonitor(m.endpoint.address());
+        }
+        st.members.clear();
+        st.joined = false;
+        publish_view(self);
+        spdlog::info("left the cluster");
+        return caf::ok_atom::value;
+      },
+      [=](cluster_tick_atom) { on_tick(self); },
   };
 }
 

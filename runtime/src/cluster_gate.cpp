@@ -53,7 +53,8 @@ bool basp_frame_checker::check_header() {
   uint32_t payload = (uint32_t{header_[4]} << 24) | (uint32_t{header_[5]} << 16) |
                      (uint32_t{header_[6]} << 8) | uint32_t{header_[7]};
   if (frames_ == 0 && operation != client_handshake) {
-    error_ = "first frame is not a handshake (operation " + std::to_string(operation) + ")";
+    error_ =
+        "first frame is not a handshake (operation " + std::to_string(operation) + ")";
     return false;
   }
   if (operation > last_operation) {
@@ -77,11 +78,11 @@ class relay : public std::enable_shared_from_this<relay> {
 public:
   relay(tcp::socket peer, uint16_t backend_port, const cluster_gate::settings& s,
         prometheus::Counter& rejected)
-    : peer_(std::move(peer))
-    , backend_(peer_.get_executor())
-    , backend_port_(backend_port)
-    , checker_(s.max_frame_bytes, s.max_handshake_bytes)
-    , rejected_(rejected) {
+      : peer_(std::move(peer))
+      , backend_(peer_.get_executor())
+      , backend_port_(backend_port)
+      , checker_(s.max_frame_bytes, s.max_handshake_bytes)
+      , rejected_(rejected) {
     boost::system::error_code ec;
     auto ep = peer_.remote_endpoint(ec);
     peer_name_ = ec ? std::string{"unknown peer"}
@@ -108,49 +109,49 @@ private:
   // Peer -> CAF: every byte passes the frame checker first.
   void pump_inbound() {
     auto self = shared_from_this();
-    peer_.async_read_some(asio::buffer(in_), [self](boost::system::error_code ec,
-                                                    size_t n) {
-      if (ec) {
-        if (self->checker_.mid_frame())
-          spdlog::warn("cluster gate: {} disconnected in the middle of a frame",
-                       self->peer_name_);
-        self->close();
-        return;
-      }
-      if (!self->checker_.feed(self->in_.data(), n)) {
-        spdlog::warn("cluster gate: closed connection from {}: {}", self->peer_name_,
-                     self->checker_.error());
-        self->rejected_.Increment();
-        self->close();
-        return;
-      }
-      asio::async_write(self->backend_, asio::buffer(self->in_.data(), n),
-                        [self](boost::system::error_code ec, size_t) {
-                          if (ec)
-                            self->close();
-                          else
-                            self->pump_inbound();
-                        });
-    });
+    peer_.async_read_some(
+        asio::buffer(in_), [self](boost::system::error_code ec, size_t n) {
+          if (ec) {
+            if (self->checker_.mid_frame())
+              spdlog::warn("cluster gate: {} disconnected in the middle of a frame",
+                           self->peer_name_);
+            self->close();
+            return;
+          }
+          if (!self->checker_.feed(self->in_.data(), n)) {
+            spdlog::warn("cluster gate: closed connection from {}: {}", self->peer_name_,
+                         self->checker_.error());
+            self->rejected_.Increment();
+            self->close();
+            return;
+          }
+          asio::async_write(self->backend_, asio::buffer(self->in_.data(), n),
+                            [self](boost::system::error_code ec, size_t) {
+                              if (ec)
+                                self->close();
+                              else
+                                self->pump_inbound();
+                            });
+        });
   }
 
   // CAF -> peer: CAF's own output needs no checking.
   void pump_outbound() {
     auto self = shared_from_this();
-    backend_.async_read_some(asio::buffer(out_), [self](boost::system::error_code ec,
-                                                        size_t n) {
-      if (ec) {
-        self->close();
-        return;
-      }
-      asio::async_write(self->peer_, asio::buffer(self->out_.data(), n),
-                        [self](boost::system::error_code ec, size_t) {
-                          if (ec)
-                            self->close();
-                          else
-                            self->pump_outbound();
-                        });
-    });
+    backend_.async_read_some(
+        asio::buffer(out_), [self](boost::system::error_code ec, size_t n) {
+          if (ec) {
+            self->close();
+            return;
+          }
+          asio::async_write(self->peer_, asio::buffer(self->out_.data(), n),
+                            [self](boost::system::error_code ec, size_t) {
+                              if (ec)
+                                self->close();
+                              else
+                                self->pump_outbound();
+                            });
+        });
   }
 
   void close() {
@@ -173,14 +174,14 @@ private:
 
 struct cluster_gate::impl {
   impl(settings s, std::function<uint16_t()> backend)
-    : settings_(std::move(s))
-    , backend_port_(std::move(backend))
-    , acceptor_(io_)
-    , rejected_(prometheus::BuildCounter()
-                  .Name("troupe_cluster_rejected_connections_total")
-                  .Help("Inbound cluster connections closed for malformed framing.")
-                  .Register(metrics::instance().registry())
-                  .Add({})) {
+      : settings_(std::move(s))
+      , backend_port_(std::move(backend))
+      , acceptor_(io_)
+      , rejected_(prometheus::BuildCounter()
+                      .Name("troupe_cluster_rejected_connections_total")
+                      .Help("Inbound cluster connections closed for malformed framing.")
+                      .Register(metrics::instance().registry())
+                      .Add({})) {
     boost::system::error_code ec;
     tcp::endpoint ep{asio::ip::make_address(settings_.bind_host, ec), settings_.port};
     if (ec)
@@ -209,7 +210,8 @@ struct cluster_gate::impl {
         // Until CAF's endpoint is up there is nothing to talk to; the peer
         // retries its join.
         if (backend != 0)
-          std::make_shared<relay>(std::move(peer), backend, settings_, rejected_)->start();
+          std::make_shared<relay>(std::move(peer), backend, settings_, rejected_)
+              ->start();
       }
       accept();
     });
@@ -236,7 +238,7 @@ struct cluster_gate::impl {
 };
 
 cluster_gate::cluster_gate(settings s, std::function<uint16_t()> backend_port)
-  : impl_(std::make_unique<impl>(std::move(s), std::move(backend_port))) {}
+    : impl_(std::make_unique<impl>(std::move(s), std::move(backend_port))) {}
 
 cluster_gate::~cluster_gate() {
   stop();

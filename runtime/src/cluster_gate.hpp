@@ -18,7 +18,7 @@ class cluster_gate {
 public:
   struct settings {
     std::string bind_host;
-    uint16_t port = 0;                       ///< 0 picks a free port
+    uint16_t port = 0; ///< 0 picks a free port
     uint32_t max_frame_bytes = 16u << 20;
     uint32_t max_handshake_bytes = 64u << 10;
   };
@@ -45,7 +45,8 @@ public:
   static constexpr size_t header_size = 32;
 
   basp_frame_checker(uint32_t max_frame_bytes, uint32_t max_handshake_bytes)
-    : max_frame_(max_frame_bytes), max_handshake_(max_handshake_bytes) {}
+      : max_frame_(max_frame_bytes)
+      , max_handshake_(max_handshake_bytes) {}
 
   /// Consumes `n` bytes; false (with `error()` set) at the first violation.
   bool feed(const uint8_t* data, size_t n);

@@ -20,24 +20,25 @@ errc classify(const caf::error& err) {
     return static_cast<errc>(err.code());
   if (err.category() == caf::atom("system")) {
     switch (static_cast<caf::sec>(err.code())) {
-      case caf::sec::request_timeout:
-        return errc::timeout;
-      case caf::sec::request_receiver_down:
-      case caf::sec::no_route_to_receiving_node:
-      case caf::sec::cannot_connect_to_node:
-      case caf::sec::remote_linking_failed:
-        return errc::service_unavailable;
-      case caf::sec::unexpected_message:
-      case caf::sec::invalid_argument:
-        return errc::bad_input;
-      case caf::sec::unexpected_actor_messaging_interface:
-        return errc::interface_mismatch;
-      default:
-        return errc::internal;
+    case caf::sec::request_timeout:
+      return errc::timeout;
+    case caf::sec::request_receiver_down:
+    case caf::sec::no_route_to_receiving_node:
+    case caf::sec::cannot_connect_to_node:
+    case caf::sec::remote_linking_failed:
+      return errc::service_unavailable;
+    case caf::sec::unexpected_message:
+    case caf::sec::invalid_argument:
+      return errc::bad_input;
+    case caf::sec::unexpected_actor_messaging_interface:
+      return errc::interface_mismatch;
+    default:
+      return errc::internal;
     }
   }
   if (err.category() == caf::atom("exit")) {
-    if (static_cast<caf::exit_reason>(err.code()) == caf::exit_reason::remote_link_unreachable)
+    if (static_cast<caf::exit_reason>(err.code()) ==
+        caf::exit_reason::remote_link_unreachable)
       return errc::service_unavailable;
     return errc::service_unavailable;
   }
@@ -46,15 +47,15 @@ errc classify(const caf::error& err) {
 
 bool is_retryable(errc code) {
   switch (code) {
-    case errc::timeout:
-    case errc::overloaded:
-    case errc::circuit_open:
-    case errc::service_unavailable:
-    case errc::rate_limited:
-    case errc::shutting_down:
-      return true;
-    default:
-      return false;
+  case errc::timeout:
+  case errc::overloaded:
+  case errc::circuit_open:
+  case errc::service_unavailable:
+  case errc::rate_limited:
+  case errc::shutting_down:
+    return true;
+  default:
+    return false;
   }
 }
 
@@ -64,19 +65,32 @@ bool is_retryable(const caf::error& err) {
 
 const char* to_string(errc code) {
   switch (code) {
-    case errc::none: return "none";
-    case errc::timeout: return "timeout";
-    case errc::overloaded: return "overloaded";
-    case errc::circuit_open: return "circuit_open";
-    case errc::service_unavailable: return "service_unavailable";
-    case errc::bad_input: return "bad_input";
-    case errc::not_found: return "not_found";
-    case errc::rate_limited: return "rate_limited";
-    case errc::restart_budget_exceeded: return "restart_budget_exceeded";
-    case errc::shutting_down: return "shutting_down";
-    case errc::interface_mismatch: return "interface_mismatch";
-    case errc::internal: return "internal";
-    case errc::cancelled: return "cancelled";
+  case errc::none:
+    return "none";
+  case errc::timeout:
+    return "timeout";
+  case errc::overloaded:
+    return "overloaded";
+  case errc::circuit_open:
+    return "circuit_open";
+  case errc::service_unavailable:
+    return "service_unavailable";
+  case errc::bad_input:
+    return "bad_input";
+  case errc::not_found:
+    return "not_found";
+  case errc::rate_limited:
+    return "rate_limited";
+  case errc::restart_budget_exceeded:
+    return "restart_budget_exceeded";
+  case errc::shutting_down:
+    return "shutting_down";
+  case errc::interface_mismatch:
+    return "interface_mismatch";
+  case errc::internal:
+    return "internal";
+  case errc::cancelled:
+    return "cancelled";
   }
   return "unknown";
 }

@@ -28,7 +28,8 @@ void append_json_string(spdlog::memory_buf_t& out, std::string_view s) {
 void append_timestamp(spdlog::memory_buf_t& out, spdlog::log_clock::time_point tp) {
   auto secs = std::chrono::system_clock::to_time_t(tp);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(tp.time_since_epoch())
-              .count() % 1000;
+                .count() %
+            1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[32];
@@ -40,7 +41,8 @@ void append_timestamp(spdlog::memory_buf_t& out, spdlog::log_clock::time_point t
 class troupe_formatter : public spdlog::formatter {
 public:
   troupe_formatter(log_format format, std::string node)
-    : format_(format), node_(std::move(node)) {}
+      : format_(format)
+      , node_(std::move(node)) {}
 
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     const char* actor = context_scope::current_actor();
@@ -111,8 +113,8 @@ void init_logging(const logging_settings& settings,
   if (!sink)
     sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("troupe", sink);
-  logger->set_formatter(std::make_unique<troupe_formatter>(settings.format,
-                                                           settings.node_name));
+  logger->set_formatter(
+      std::make_unique<troupe_formatter>(settings.format, settings.node_name));
   logger->set_level(spdlog::level::from_str(settings.level));
   // Flush every record: node processes are read line by line by operators,
   // tests and log shippers, and a crash must not swallow the last lines.

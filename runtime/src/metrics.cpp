@@ -46,8 +46,8 @@ public:
     for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
          !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
       ++fds;
-    out.push_back(gauge("process_open_fds", "Open file descriptors.",
-                        static_cast<double>(fds)));
+    out.push_back(
+        gauge("process_open_fds", "Open file descriptors.", static_cast<double>(fds)));
     return out;
   }
 
@@ -68,10 +68,10 @@ private:
     return fam;
   }
 
-  double start_ = static_cast<double>(
-    std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now().time_since_epoch())
-      .count());
+  double start_ =
+      static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count());
 };
 
 } // namespace
@@ -81,33 +81,34 @@ metrics& metrics::instance() {
   return inst;
 }
 
-metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+metrics::metrics()
+    : registry_(std::make_shared<prometheus::Registry>()) {
   handled_ = &prometheus::BuildCounter()
-                .Name("troupe_messages_handled_total")
-                .Help("Messages handled, per actor type.")
-                .Register(*registry_);
+                  .Name("troupe_messages_handled_total")
+                  .Help("Messages handled, per actor type.")
+                  .Register(*registry_);
   handling_seconds_ = &prometheus::BuildHistogram()
-                         .Name("troupe_message_handling_seconds")
-                         .Help("Time spent handling one message, per actor type.")
-                         .Register(*registry_);
+                           .Name("troupe_message_handling_seconds")
+                           .Help("Time spent handling one message, per actor type.")
+                           .Register(*registry_);
   restarts_ = &prometheus::BuildCounter()
-                 .Name("troupe_supervisor_restarts_total")
-                 .Help("Children restarted by supervisors.")
-                 .Register(*registry_);
+                   .Name("troupe_supervisor_restarts_total")
+                   .Help("Children restarted by supervisors.")
+                   .Register(*registry_);
   members_ = &prometheus::BuildGauge()
-                .Name("troupe_cluster_members")
-                .Help("Cluster members known to this node, by state.")
-                .Register(*registry_);
+                  .Name("troupe_cluster_members")
+                  .Help("Cluster members known to this node, by state.")
+                  .Register(*registry_);
   services_ = &prometheus::BuildGauge()
-                 .Name("troupe_registry_services")
-                 .Help("Service registrations known to this node's registry.")
-                 .Register(*registry_);
+                   .Name("troupe_registry_services")
+                   .Help("Service registrations known to this node's registry.")
+                   .Register(*registry_);
   process_ = std::make_shared<process_collector>();
 }
 
 metrics::actor_type_metrics metrics::for_actor_type(const std::string& type) {
   static const prometheus::Histogram::BucketBoundaries buckets{
-    1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0};
+      1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0};
   return {&handled_->Add({{"actor_type", type}}),
           &handling_seconds_->Add({{"actor_type", type}}, buckets)};
 }

@@ -28,105 +28,110 @@ using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 void declare_runtime_config(config_schema& s) {
   using namespace std::chrono_literals;
   s.declare("node.name", value_kind::string)
-    .required()
-    .describe("Unique, stable name of this node (in Kubernetes: the pod name).");
+      .required()
+      .describe("Unique, stable name of this node (in Kubernetes: the pod name).");
   s.declare("cluster.bind_host", value_kind::string)
-    .default_value("127.0.0.1")
-    .describe("Address the cluster endpoint listens on.");
+      .default_value("127.0.0.1")
+      .describe("Address the cluster endpoint listens on.");
   s.declare("cluster.advertise_host", value_kind::string)
-    .describe("Address other nodes use to reach this one; empty = cluster.bind_host.");
+      .describe("Address other nodes use to reach this one; empty = cluster.bind_host.");
   s.declare("cluster.port", value_kind::integer)
-    .default_value("4100")
-    .min(0)
-    .max(65535)
-    .describe("Cluster endpoint port; 0 picks a free port.");
+      .default_value("4100")
+      .min(0)
+      .max(65535)
+      .describe("Cluster endpoint port; 0 picks a free port.");
   s.declare("cluster.seeds", value_kind::string_list)
-    .default_value("[]")
-    .describe("Seed nodes as host:port; a node that is its own only seed starts the cluster.");
+      .default_value("[]")
+      .describe("Seed nodes as host:port; a node that is its own only seed starts the "
+                "cluster.");
   s.declare("cluster.dns_name", value_kind::string)
-    .describe("DNS name resolving to every member (a headless Service); used with cluster.dns_port.");
+      .describe("DNS name resolving to every member (a headless Service); used with "
+                "cluster.dns_port.");
   s.declare("cluster.dns_port", value_kind::integer)
-    .default_value("4100")
-    .min(1)
-    .max(65535)
-    .describe("Cluster port of members discovered through cluster.dns_name.");
+      .default_value("4100")
+      .min(1)
+      .max(65535)
+      .describe("Cluster port of members discovered through cluster.dns_name.");
   s.declare("cluster.heartbeat_interval", value_kind::duration)
-    .default_value("500ms")
-    .min(10ms)
-    .max(60s)
-    .describe("How often members are pinged and unreachable seeds retried.");
+      .default_value("500ms")
+      .min(10ms)
+      .max(60s)
+      .describe("How often members are pinged and unreachable seeds retried.");
   s.declare("cluster.failure_timeout", value_kind::duration)
-    .default_value("3s")
-    .min(50ms)
-    .max(600s)
-    .describe("A member that does not answer a ping within this time is marked down.");
+      .default_value("3s")
+      .min(50ms)
+      .max(600s)
+      .describe("A member that does not answer a ping within this time is marked down.");
   s.declare("cluster.max_frame_size", value_kind::integer)
-    .default_value("16777216")
-    .min(4096)
-    .max(1073741824)
-    .describe("Largest message frame a peer may send, in bytes; larger ones close its connection.");
+      .default_value("16777216")
+      .min(4096)
+      .max(1073741824)
+      .describe("Largest message frame a peer may send, in bytes; larger ones close its "
+                "connection.");
   s.declare("cluster.connect_timeout", value_kind::duration)
-    .default_value("2s")
-    .min(10ms)
-    .max(60s)
-    .describe("Timeout for connecting and joining a peer.");
+      .default_value("2s")
+      .min(10ms)
+      .max(60s)
+      .describe("Timeout for connecting and joining a peer.");
   s.declare("status.enabled", value_kind::boolean)
-    .default_value("true")
-    .describe("Serve /metrics, /healthz, /readyz and /cluster over HTTP.");
+      .default_value("true")
+      .describe("Serve /metrics, /healthz, /readyz and /cluster over HTTP.");
   s.declare("status.host", value_kind::string)
-    .default_value("127.0.0.1")
-    .describe("Address of the status endpoint.");
+      .default_value("127.0.0.1")
+      .describe("Address of the status endpoint.");
   s.declare("status.port", value_kind::integer)
-    .default_value("9100")
-    .min(0)
-    .max(65535)
-    .describe("Port of the status endpoint; 0 picks a free port.");
+      .default_value("9100")
+      .min(0)
+      .max(65535)
+      .describe("Port of the status endpoint; 0 picks a free port.");
   s.declare("log.format", value_kind::string)
-    .default_value("console")
-    .choices({"console", "json"})
-    .describe("Log records as human-readable lines or JSON lines.");
+      .default_value("console")
+      .choices({"console", "json"})
+      .describe("Log records as human-readable lines or JSON lines.");
   s.declare("log.level", value_kind::string)
-    .default_value("info")
-    .choices({"trace", "debug", "info", "warn", "error", "critical", "off"})
-    .describe("Lowest level that is logged.");
+      .default_value("info")
+      .choices({"trace", "debug", "info", "warn", "error", "critical", "off"})
+      .describe("Lowest level that is logged.");
   s.declare("shutdown.grace_period", value_kind::duration)
-    .default_value("10s")
-    .min(0ms)
-    .max(3600s)
-    .describe("Time in-flight work gets to finish after SIGTERM.");
+      .default_value("10s")
+      .min(0ms)
+      .max(3600s)
+      .describe("Time in-flight work gets to finish after SIGTERM.");
   s.declare("scheduler.max_threads", value_kind::integer)
-    .default_value("0")
-    .min(0)
-    .max(1024)
-    .describe("Scheduler worker threads; 0 = one per core.");
+      .default_value("0")
+      .min(0)
+      .max(1024)
+      .describe("Scheduler worker threads; 0 = one per core.");
   s.declare("scheduler.max_throughput", value_kind::integer)
-    .default_value("300")
-    .min(1)
-    .max(1000000)
-    .describe("Messages an actor handles before yielding its worker thread.");
+      .default_value("300")
+      .min(1)
+      .max(1000000)
+      .describe("Messages an actor handles before yielding its worker thread.");
   s.declare("supervisor.max_restarts", value_kind::integer)
-    .default_value("5")
-    .min(0)
-    .max(1000)
-    .describe("Restarts allowed within supervisor.window before a supervisor gives up.");
+      .default_value("5")
+      .min(0)
+      .max(1000)
+      .describe(
+          "Restarts allowed within supervisor.window before a supervisor gives up.");
   s.declare("supervisor.window", value_kind::duration)
-    .default_value("30s")
-    .min(1ms)
-    .describe("Window of the restart budget.");
+      .default_value("30s")
+      .min(1ms)
+      .describe("Window of the restart budget.");
   s.declare("supervisor.initial_backoff", value_kind::duration)
-    .default_value("50ms")
-    .min(0ms)
-    .describe("Delay before the first restart; doubles per recent restart.");
+      .default_value("50ms")
+      .min(0ms)
+      .describe("Delay before the first restart; doubles per recent restart.");
   s.declare("supervisor.max_backoff", value_kind::duration)
-    .default_value("5s")
-    .min(0ms)
-    .describe("Longest delay between restarts.");
+      .default_value("5s")
+      .min(0ms)
+      .describe("Longest delay between restarts.");
   s.declare("services.enabled", value_kind::string_list)
-    .default_value("[\"*\"]")
-    .describe("Services and actors this node runs; \"*\" = all it declares.");
+      .default_value("[\"*\"]")
+      .describe("Services and actors this node runs; \"*\" = all it declares.");
 }
 
-node::node(std::string program_name) : program_(std::move(program_name)) {
+node::node(std::string program_name)
+    : program_(std::move(program_name)) {
   declare_runtime_config(schema_);
 }
 
@@ -137,11 +142,11 @@ node& node::actor(std::string name, start_fn start, restart_policy restart) {
   return *this;
 }
 
-void node::add_component(std::string name, bool is_service, restart_policy restart,
-                         start_fn start,
-                         std::function<std::vector<std::string>(caf::actor_system&)> iface) {
-  components_.push_back(
-    component{std::move(name), is_service, restart, std::move(start), std::move(iface)});
+void node::add_component(
+    std::string name, bool is_service, restart_policy restart, start_fn start,
+    std::function<std::vector<std::string>(caf::actor_system&)> iface) {
+  components_.push_back(component{std::move(name), is_service, restart, std::move(start),
+                                  std::move(iface)});
 }
 
 std::vector<std::string> node::to_vector(const std::set<std::string>& names) {
@@ -155,7 +160,7 @@ namespace {
 class signal_watcher {
 public:
   explicit signal_watcher(std::function<void(int)> on_signal)
-    : on_signal_(std::move(on_signal)) {
+      : on_signal_(std::move(on_signal)) {
     thread_ = std::thread([this] { loop(); });
   }
   ~signal_watcher() {
@@ -219,15 +224,15 @@ cluster_settings cluster_settings_from(const config& cfg) {
   s.node_name = cfg.get_string("node.name");
   s.bind_host = cfg.get_string("cluster.bind_host");
   s.advertise_host = cfg.has("cluster.advertise_host")
-                       ? cfg.get_string("cluster.advertise_host")
-                       : std::string{};
+                         ? cfg.get_string("cluster.advertise_host")
+                         : std::string{};
   if (s.advertise_host.empty()) {
     // Peers cannot dial a wildcard: it must be said which address to use.
     if (s.bind_host == "0.0.0.0" || s.bind_host == "::")
       throw config_error("cluster.advertise_host",
                          "cluster.advertise_host is required when cluster.bind_host is "
                          "the wildcard address '" +
-                           s.bind_host + "'");
+                             s.bind_host + "'");
     s.advertise_host = s.bind_host;
   }
   s.port = static_cast<uint16_t>(cfg.get_int("cluster.port"));
@@ -235,7 +240,8 @@ cluster_settings cluster_settings_from(const config& cfg) {
   if (cfg.has("cluster.dns_name"))
     s.dns_name = cfg.get_string("cluster.dns_name");
   s.dns_port = static_cast<uint16_t>(cfg.get_int("cluster.dns_port"));
-  s.heartbeat_interval = duration_cast<ms>(cfg.get_duration("cluster.heartbeat_interval"));
+  s.heartbeat_interval =
+      duration_cast<ms>(cfg.get_duration("cluster.heartbeat_interval"));
   s.failure_timeout = duration_cast<ms>(cfg.get_duration("cluster.failure_timeout"));
   s.connect_timeout = duration_cast<ms>(cfg.get_duration("cluster.connect_timeout"));
   return s;
@@ -257,7 +263,8 @@ int node::run(int argc, char** argv) {
   bool print_config = false;
   bool print_reference = false;
   app.add_option("-c,--config", config_file, "YAML configuration file");
-  app.add_flag("--print-config", print_config, "Print the effective configuration and exit");
+  app.add_flag("--print-config", print_config,
+               "Print the effective configuration and exit");
   app.add_flag("--config-reference", print_reference,
                "Print the reference of every configuration key (Markdown) and exit");
   std::map<std::string, std::string> flag_values;
@@ -273,7 +280,8 @@ int node::run(int argc, char** argv) {
   }
   if (print_reference) {
     std::cout << "# " << program_ << " configuration reference\n\n"
-              << "Generated by `" << program_ << " --config-reference` from the key "
+              << "Generated by `" << program_
+              << " --config-reference` from the key "
                  "declarations.\nEach key can be set in the YAML file (nested by its "
                  "dots), as an environment\nvariable (`TROUPE_` + the key in upper case, "
                  "dots as `_`) or as a flag (`--key value`).\n\n";
@@ -332,11 +340,11 @@ int node::run(int argc, char** argv) {
   if (cfg.get_bool("status.enabled")) {
     try {
       status = std::make_unique<status_server>(
-        cfg.get_string("status.host"), static_cast<uint16_t>(cfg.get_int("status.port")),
-        status_server::handlers{
-          [&] { return started && !stopping && view->joined(); },
-          [] { return metrics::instance().serialize(); },
-          [view] { return view->json(); }});
+          cfg.get_string("status.host"),
+          static_cast<uint16_t>(cfg.get_int("status.port")),
+          status_server::handlers{[&] { return started && !stopping && view->joined(); },
+                                  [] { return metrics::instance().serialize(); },
+                                  [view] { return view->json(); }});
     } catch (const std::exception& e) {
       spdlog::critical("{}", e.what());
       return 1;
@@ -356,42 +364,43 @@ int node::run(int argc, char** argv) {
     auto iface = comp.interface;
     auto name = comp.name;
     bool is_service = comp.is_service;
-    workload.push_back(child_spec{
-      name,
-      [start, iface, name, is_service, &cfg](caf::actor_system& s) {
-        auto handle = start(s, cfg);
-        if (is_service)
-          caf::anon_send(local_cluster(s), register_service_atom::value, name, handle,
-                         iface(s));
-        return handle;
-      },
-      comp.restart});
+    workload.push_back(
+        child_spec{name,
+                   [start, iface, name, is_service, &cfg](caf::actor_system& s) {
+                     auto handle = start(s, cfg);
+                     if (is_service)
+                       caf::anon_send(local_cluster(s), register_service_atom::value,
+                                      name, handle, iface(s));
+                     return handle;
+                   },
+                   comp.restart});
   }
   // The gate owns the public cluster port and checks peers' framing before
   // CAF's endpoint (on loopback) sees a byte.
   std::unique_ptr<cluster_gate> gate;
   try {
     gate = std::make_unique<cluster_gate>(
-      cluster_gate::settings{settings.bind_host, settings.port,
-                             static_cast<uint32_t>(cfg.get_int("cluster.max_frame_size"))},
-      [view] { return view->backend_port(); });
+        cluster_gate::settings{
+            settings.bind_host, settings.port,
+            static_cast<uint32_t>(cfg.get_int("cluster.max_frame_size"))},
+        [view] { return view->backend_port(); });
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
   }
   settings.port = gate->port();
   std::vector<child_spec> root_children{
-    child_spec{"cluster",
-               [settings, view](caf::actor_system& s) {
-                 return caf::actor_cast<caf::actor>(spawn_cluster(s, settings, view));
-               },
-               restart_policy::permanent},
-    supervisor_child("services",
-                     supervisor_settings_from(cfg, restart_strategy::one_for_one),
-                     std::move(workload))};
-  auto root = spawn_supervisor(sys, "root",
-                               supervisor_settings_from(cfg, restart_strategy::rest_for_one),
-                               std::move(root_children));
+      child_spec{"cluster",
+                 [settings, view](caf::actor_system& s) {
+                   return caf::actor_cast<caf::actor>(spawn_cluster(s, settings, view));
+                 },
+                 restart_policy::permanent},
+      supervisor_child("services",
+                       supervisor_settings_from(cfg, restart_strategy::one_for_one),
+                       std::move(workload))};
+  auto root = spawn_supervisor(
+      sys, "root", supervisor_settings_from(cfg, restart_strategy::rest_for_one),
+      std::move(root_children));
   started = true;
 
   caf::scoped_actor self{sys};
@@ -409,23 +418,22 @@ int node::run(int argc, char** argv) {
 
   int exit_code = 0;
   bool root_alive = true;
-  self->receive(
-    [&](shutdown_atom) { spdlog::info("shutdown requested: draining"); },
-    [&](caf::down_msg& msg) {
-      root_alive = false;
-      exit_code = 1;
-      spdlog::critical("supervision tree failed: {}", describe(msg.reason));
-    });
+  self->receive([&](shutdown_atom) { spdlog::info("shutdown requested: draining"); },
+                [&](caf::down_msg& msg) {
+                  root_alive = false;
+                  exit_code = 1;
+                  spdlog::critical("supervision tree failed: {}", describe(msg.reason));
+                });
 
   // 5. Graceful shutdown: unready, leave (peers stop routing to us), drain
   //    what is queued, then stop the tree in reverse order.
   stopping = true;
   auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
-    cfg.get_duration("shutdown.grace_period"));
+      cfg.get_duration("shutdown.grace_period"));
   auto deadline = std::chrono::steady_clock::now() + grace;
   auto left = [&] {
     auto d = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+        deadline - std::chrono::steady_clock::now());
     return caf::duration{std::max(d, std::chrono::milliseconds{1})};
   };
   if (root_alive) {
@@ -433,35 +441,35 @@ int node::run(int argc, char** argv) {
     std::vector<caf::actor> local_services;
     if (cluster) {
       self->request(cluster, left(), members_atom::value)
-        .receive(
-          [&](std::vector<member_info>& members) {
-            for (auto& svc : members.front().services)
-              local_services.push_back(svc.handle);
-          },
-          [](caf::error&) {});
+          .receive(
+              [&](std::vector<member_info>& members) {
+                for (auto& svc : members.front().services)
+                  local_services.push_back(svc.handle);
+              },
+              [](caf::error&) {});
       self->request(cluster, left(), leave_cluster_atom::value)
-        .receive([](caf::ok_atom) {}, [](caf::error&) {});
+          .receive([](caf::ok_atom) {}, [](caf::error&) {});
     }
     size_t drained = 0;
     for (auto& svc : local_services) {
       self->request(svc, left(), drain_atom::value)
-        .receive([&](drained_atom) { ++drained; },
-                 [&](caf::error& err) {
-                   spdlog::warn("service did not drain in time: {}", describe(err));
-                 });
+          .receive([&](drained_atom) { ++drained; },
+                   [&](caf::error& err) {
+                     spdlog::warn("service did not drain in time: {}", describe(err));
+                   });
     }
     spdlog::info("drained {} of {} services", drained, local_services.size());
     self->send_exit(root, caf::exit_reason::user_shutdown);
-    self->receive([](caf::down_msg&) {},
-                  caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now() +
-                    std::chrono::seconds(1))) >>
-                    [&] {
-                      // ~actor_system would wait for the stuck actors forever.
-                      spdlog::error("supervision tree did not stop in time; exiting");
-                      spdlog::default_logger()->flush();
-                      std::_Exit(1);
-                    });
+    self->receive(
+        [](caf::down_msg&) {},
+        caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now() + std::chrono::seconds(1))) >>
+            [&] {
+              // ~actor_system would wait for the stuck actors forever.
+              spdlog::error("supervision tree did not stop in time; exiting");
+              spdlog::default_logger()->flush();
+              std::_Exit(1);
+            });
   }
   gate->stop();
   if (status)

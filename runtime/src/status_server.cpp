@@ -26,7 +26,8 @@ constexpr size_t max_request_bytes = 16 * 1024;
 class session : public std::enable_shared_from_this<session> {
 public:
   session(tcp::socket socket, const status_server::handlers& h)
-    : stream_(std::move(socket)), handlers_(h) {}
+      : stream_(std::move(socket))
+      , handlers_(h) {}
 
   void start() { read(); }
 
@@ -36,10 +37,9 @@ private:
     parser_->header_limit(max_request_bytes);
     parser_->body_limit(max_request_bytes);
     stream_.expires_after(std::chrono::seconds(10));
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->on_read(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -83,14 +83,14 @@ private:
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
     res->prepare_payload();
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, keep_alive](beast::error_code ec,
-                                                                   size_t) {
-                        if (!ec && keep_alive)
-                          self->read();
-                        else
-                          self->close();
-                      });
+    http::async_write(
+        stream_, *res,
+        [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+          if (!ec && keep_alive)
+            self->read();
+          else
+            self->close();
+        });
   }
 
   void close() {
@@ -108,7 +108,8 @@ private:
 
 struct status_server::impl {
   impl(const std::string& host, uint16_t port, handlers h)
-    : handlers_(std::move(h)), acceptor_(io_) {
+      : handlers_(std::move(h))
+      , acceptor_(io_) {
     beast::error_code ec;
     tcp::endpoint ep{asio::ip::make_address(host, ec), port};
     if (ec)
@@ -157,7 +158,7 @@ struct status_server::impl {
 };
 
 status_server::status_server(const std::string& host, uint16_t port, handlers h)
-  : impl_(std::make_unique<impl>(host, port, std::move(h))) {}
+    : impl_(std::make_unique<impl>(host, port, std::move(h))) {}
 
 status_server::~status_server() {
   stop();

@@ -17,23 +17,23 @@ void add_messages(troupe::message_catalog& catalog) {
 void declare_config(troupe::config_schema& schema) {
   using troupe::value_kind;
   schema.declare("greeter.salutation", value_kind::string)
-    .default_value("Hello")
-    .describe("Word the greeter starts each greeting with.");
+      .default_value("Hello")
+      .describe("Word the greeter starts each greeting with.");
   schema.declare("caller.target", value_kind::string)
-    .default_value("greeter")
-    .describe("Service the caller greets.");
+      .default_value("greeter")
+      .describe("Service the caller greets.");
   schema.declare("caller.interval", value_kind::duration)
-    .default_value("500ms")
-    .min(1ms)
-    .describe("Time between two calls.");
+      .default_value("500ms")
+      .min(1ms)
+      .describe("Time between two calls.");
   schema.declare("caller.timeout", value_kind::duration)
-    .default_value("1s")
-    .min(1ms)
-    .describe("Timeout of one call.");
+      .default_value("1s")
+      .min(1ms)
+      .describe("Timeout of one call.");
   schema.declare("caller.count", value_kind::integer)
-    .default_value("0")
-    .min(0)
-    .describe("Calls to make before the caller finishes; 0 = keep calling.");
+      .default_value("0")
+      .min(0)
+      .describe("Calls to make before the caller finishes; 0 = keep calling.");
 }
 
 namespace {
@@ -65,28 +65,28 @@ void call_once(caf::stateful_actor<caller_state>* self, std::string target,
     }
   };
   troupe::find_service<greeter_actor>(self, target)
-    .then(
-      [=](const caf::actor& found) {
-        auto svc = caf::actor_cast<greeter_actor>(found);
-        troupe::call(self, svc, timeout, greet{"caller #" + std::to_string(n)})
-          .then(
-            [=](const greeting& reply) {
-              auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::steady_clock::now() - started)
-                          .count();
-              spdlog::info("call {} answered by node {} in {}us: \"{}\"", n,
-                           reply.greeted_by, us, reply.text);
-              finish(true);
-            },
-            [=](caf::error& err) {
-              spdlog::warn("call {} failed: {}", n, troupe::describe(err));
-              finish(false);
-            });
-      },
-      [=](caf::error& err) {
-        spdlog::warn("call {} failed: {}", n, troupe::describe(err));
-        finish(false);
-      });
+      .then(
+          [=](const caf::actor& found) {
+            auto svc = caf::actor_cast<greeter_actor>(found);
+            troupe::call(self, svc, timeout, greet{"caller #" + std::to_string(n)})
+                .then(
+                    [=](const greeting& reply) {
+                      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::steady_clock::now() - started)
+                                    .count();
+                      spdlog::info("call {} answered by node {} in {}us: \"{}\"", n,
+                                   reply.greeted_by, us, reply.text);
+                      finish(true);
+                    },
+                    [=](caf::error& err) {
+                      spdlog::warn("call {} failed: {}", n, troupe::describe(err));
+                      finish(false);
+                    });
+          },
+          [=](caf::error& err) {
+            spdlog::warn("call {} failed: {}", n, troupe::describe(err));
+            finish(false);
+          });
 }
 
 } // namespace
@@ -94,14 +94,14 @@ void call_once(caf::stateful_actor<caller_state>* self, std::string target,
 greeter_actor spawn_greeter(caf::actor_system& sys, const troupe::config& cfg) {
   auto salutation = cfg.get_string("greeter.salutation");
   auto node_name = cfg.get_string("node.name");
-  return sys.spawn([salutation, node_name](
-                     greeter_actor::stateful_pointer<greeter_state> self) {
-    return troupe::serve(self, [=](const greet& cmd) -> greeting {
-      ++self->state.greeted;
-      spdlog::info("greeting {}", cmd.name);
-      return {salutation + ", " + cmd.name + "!", node_name};
-    });
-  });
+  return sys.spawn(
+      [salutation, node_name](greeter_actor::stateful_pointer<greeter_state> self) {
+        return troupe::serve(self, [=](const greet& cmd) -> greeting {
+          ++self->state.greeted;
+          spdlog::info("greeting {}", cmd.name);
+          return {salutation + ", " + cmd.name + "!", node_name};
+        });
+      });
 }
 
 caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg) {
@@ -113,11 +113,11 @@ caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg) {
     // The first call waits one interval: the node joins the cluster meanwhile.
     self->delayed_send(self, interval, tick_atom::value);
     return {
-      [=](tick_atom) {
-        call_once(self, target, timeout, count);
-        if (count == 0 || self->state.sent < count)
-          self->delayed_send(self, interval, tick_atom::value);
-      },
+        [=](tick_atom) {
+          call_once(self, target, timeout, count);
+          if (count == 0 || self->state.sent < count)
+            self->delayed_send(self, interval, tick_atom::value);
+        },
     };
   });
 }

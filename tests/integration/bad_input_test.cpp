@@ -233,7 +233,7 @@ TEST_CASE("random bytes on the cluster port leave the node serving", "[cluster]"
   }
   // The node says why it closed each connection.
   CHECK(n.target->wait_for_line("cluster gate: closed connection from", within(patience))
-          .has_value());
+            .has_value());
   check_still_serving(n, watch, n.caller->line_count());
 }
 
@@ -252,7 +252,7 @@ TEST_CASE("a truncated BASP frame on the cluster port leaves the node serving",
       conn->close();
   }
   CHECK(n.target->wait_for_line("disconnected in the middle of a frame", within(patience))
-          .has_value());
+            .has_value());
   check_still_serving(n, watch, n.caller->line_count());
 }
 
@@ -274,7 +274,7 @@ TEST_CASE(
     }
   }
   CHECK(n.target->wait_for_line("disconnected in the middle of a frame", within(patience))
-          .has_value());
+            .has_value());
   check_still_serving(n, watch, n.caller->line_count());
 }
 

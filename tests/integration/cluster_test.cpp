@@ -153,7 +153,8 @@ TEST_CASE("a service registered on node C is called from node A", "[cluster]") {
   // wait for it rather than peek.
   std::smatch id;
   REQUIRE(std::regex_search(*answered, id, std::regex{R"(\[cid=([0-9a-f]+)\])"}));
-  CHECK(n.c->wait_for_line("[cid=" + id[1].str() + "] greeting caller #", within(patience))
+  CHECK(
+      n.c->wait_for_line("[cid=" + id[1].str() + "] greeting caller #", within(patience))
           .has_value());
   // Only C provides it: nobody else answers.
   CHECK(n.a->count_lines("answered by node a") == 0);

@@ -36,7 +36,8 @@ bool run(const std::string& command) {
 class test_network {
 public:
   explicit test_network(std::vector<std::string> hosts)
-    : prefix_("troupe" + std::to_string(getpid())), hosts_(std::move(hosts)) {
+      : prefix_("troupe" + std::to_string(getpid()))
+      , hosts_(std::move(hosts)) {
     ok_ = run(ip_ + " netns add " + hub()) &&
           run(ip_ + " -n " + hub() + " link add br0 type bridge") &&
           run(ip_ + " -n " + hub() + " link set br0 up");
@@ -44,8 +45,8 @@ public:
       auto ns = netns(hosts_[i]);
       auto port = "hv" + std::to_string(i);
       ok_ = run(ip_ + " netns add " + ns) &&
-            run(ip_ + " -n " + hub() + " link add " + port + " type veth peer name eth0 netns " +
-                ns) &&
+            run(ip_ + " -n " + hub() + " link add " + port +
+                " type veth peer name eth0 netns " + ns) &&
             run(ip_ + " -n " + hub() + " link set " + port + " master br0 up") &&
             run(ip_ + " -n " + ns + " addr add " + address(i) + "/24 dev eth0") &&
             run(ip_ + " -n " + ns + " link set eth0 up") &&
@@ -70,13 +71,13 @@ public:
 
   /// Starts troupe-node inside host i's namespace.
   std::unique_ptr<node_process> start(size_t i, std::vector<std::string> args) {
-    std::vector<std::string> full{"netns",         "exec",          netns(hosts_[i]),
-                                  troupe_node_binary(), "--node.name", hosts_[i],
-                                  "--cluster.bind_host", address(i), "--cluster.port", "4100",
-                                  "--status.port", "0"};
+    std::vector<std::string> full{
+        "netns",          "exec",    netns(hosts_[i]),      troupe_node_binary(),
+        "--node.name",    hosts_[i], "--cluster.bind_host", address(i),
+        "--cluster.port", "4100",    "--status.port",       "0"};
     full.insert(full.end(), args.begin(), args.end());
-    return std::make_unique<node_process>(ip_, std::move(full),
-                                          std::map<std::string, std::string>{}, hosts_[i]);
+    return std::make_unique<node_process>(
+        ip_, std::move(full), std::map<std::string, std::string>{}, hosts_[i]);
   }
 
 private:
@@ -99,15 +100,18 @@ TEST_CASE("nodes on three hosts form a cluster, detect a partitioned host and ta
   }
   test_network net{{"a", "b", "c"}};
   REQUIRE(net.ok());
-  const std::vector<std::string> detector{"--cluster.heartbeat_interval", "100ms",
-                                          "--cluster.failure_timeout", "1s",
-                                          "--cluster.seeds", net.address(0) + ":4100"};
+  const std::vector<std::string> detector{"--cluster.heartbeat_interval",
+                                          "100ms",
+                                          "--cluster.failure_timeout",
+                                          "1s",
+                                          "--cluster.seeds",
+                                          net.address(0) + ":4100"};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), detector.begin(), detector.end());
     return extra;
   };
-  auto a = net.start(0, with({"--services.enabled", "caller", "--caller.interval", "100ms",
-                              "--caller.timeout", "500ms"}));
+  auto a = net.start(0, with({"--services.enabled", "caller", "--caller.interval",
+                              "100ms", "--caller.timeout", "500ms"}));
   auto b = net.start(1, with({"--services.enabled", "[]"}));
   auto c = net.start(2, with({"--services.enabled", "greeter"}));
 

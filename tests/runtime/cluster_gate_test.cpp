@@ -7,7 +7,8 @@
 
 namespace {
 
-std::vector<uint8_t> frame(uint8_t operation, uint32_t payload_len, size_t payload_bytes) {
+std::vector<uint8_t> frame(uint8_t operation, uint32_t payload_len,
+                           size_t payload_bytes) {
   std::vector<uint8_t> out(troupe::basp_frame_checker::header_size, 0);
   out[0] = operation;
   out[4] = static_cast<uint8_t>(payload_len >> 24);

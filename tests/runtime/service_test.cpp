@@ -1,7 +1,7 @@
 #include <troupe/runtime/service.hpp>
 
-#include <catch2/catch.hpp>
 #include <caf/all.hpp>
+#include <catch2/catch.hpp>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -61,8 +61,8 @@ echo_actor::behavior_type relay(echo_actor::stateful_pointer<relay_state> self,
   return troupe::serve(self, [=](const echo_context& msg) -> caf::result<seen_context> {
     auto rp = self->make_response_promise<seen_context>();
     troupe::call(self, self->state.next, 5s, msg)
-      .then([rp](seen_context& seen) mutable { rp.deliver(std::move(seen)); },
-            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        .then([rp](seen_context& seen) mutable { rp.deliver(std::move(seen)); },
+              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
     return rp;
   });
 }
@@ -81,18 +81,19 @@ TEST_CASE("a call gives the handler a correlation id and a deadline within its t
   auto before = std::chrono::system_clock::now();
   seen_context seen;
   troupe::call(self.ptr(), svc, 2s, echo_context{"x"})
-    .receive([&](seen_context& s) { seen = s; },
-             [](caf::error& err) { FAIL(troupe::describe(err)); });
+      .receive([&](seen_context& s) { seen = s; },
+               [](caf::error& err) { FAIL(troupe::describe(err)); });
   CHECK(seen.correlation_id.size() == 14);
   auto deadline = std::chrono::system_clock::time_point{
-    std::chrono::duration_cast<std::chrono::system_clock::duration>(
-      std::chrono::nanoseconds{seen.deadline_ns})};
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds{seen.deadline_ns})};
   CHECK(deadline > before);
   CHECK(deadline <= std::chrono::system_clock::now() + 2s);
   self->send_exit(svc, caf::exit_reason::user_shutdown);
 }
 
-TEST_CASE("a call made while handling a message inherits its correlation id and deadline") {
+TEST_CASE(
+    "a call made while handling a message inherits its correlation id and deadline") {
   system_fixture f;
   auto last = f.sys.spawn(echo);
   auto first = f.sys.spawn(relay, last);
@@ -103,8 +104,8 @@ TEST_CASE("a call made while handling a message inherits its correlation id and 
   troupe::context_scope scope{ctx, "test"};
   seen_context seen;
   troupe::call(self.ptr(), first, 10s, echo_context{"x"})
-    .receive([&](seen_context& s) { seen = s; },
-             [](caf::error& err) { FAIL(troupe::describe(err)); });
+      .receive([&](seen_context& s) { seen = s; },
+               [](caf::error& err) { FAIL(troupe::describe(err)); });
   CHECK(seen.correlation_id == "order-42");
   // The 10 s timeout of the outer call never extends the caller's 3 s deadline.
   CHECK(seen.deadline_ns == ctx.deadline_ns);
@@ -120,10 +121,12 @@ TEST_CASE("each handled message is counted for its actor type") {
   caf::scoped_actor self{f.sys};
   for (int i = 0; i < 3; ++i)
     troupe::call(self.ptr(), svc, 2s, echo_context{"x"})
-      .receive([](seen_context&) {}, [](caf::error& err) { FAIL(troupe::describe(err)); });
+        .receive([](seen_context&) {},
+                 [](caf::error& err) { FAIL(troupe::describe(err)); });
   CHECK(m.handled->Value() == before + 3);
   CHECK(troupe::metrics::instance().serialize().find(
-          "troupe_message_handling_seconds_count{actor_type=\"echo\"}") != std::string::npos);
+            "troupe_message_handling_seconds_count{actor_type=\"echo\"}") !=
+        std::string::npos);
   self->send_exit(svc, caf::exit_reason::user_shutdown);
 }
 
@@ -133,7 +136,7 @@ TEST_CASE("a service answers the drain barrier") {
   caf::scoped_actor self{f.sys};
   bool drained = false;
   self->request(svc, 2s, troupe::drain_atom::value)
-    .receive([&](troupe::drained_atom) { drained = true; }, [](caf::error&) {});
+      .receive([&](troupe::drained_atom) { drained = true; }, [](caf::error&) {});
   CHECK(drained);
   self->send_exit(svc, caf::exit_reason::user_shutdown);
 }
@@ -163,7 +166,8 @@ TEST_CASE("a JSON log record carries node, actor and correlation id") {
 }
 
 TEST_CASE("troupe errors classify CAF's own and know whether to retry") {
-  CHECK(troupe::classify(caf::make_error(caf::sec::request_timeout)) == troupe::errc::timeout);
+  CHECK(troupe::classify(caf::make_error(caf::sec::request_timeout)) ==
+        troupe::errc::timeout);
   CHECK(troupe::classify(caf::make_error(caf::sec::request_receiver_down)) ==
         troupe::errc::service_unavailable);
   CHECK(troupe::is_retryable(troupe::make_error(troupe::errc::overloaded)));

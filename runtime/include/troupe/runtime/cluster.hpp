@@ -35,8 +35,8 @@ struct member_info {
   std::string name;
   std::string host;
   uint16_t port = 0;
-  std::string node_id;     ///< CAF node id; differs per process
-  caf::actor endpoint;     ///< the node's cluster actor
+  std::string node_id; ///< CAF node id; differs per process
+  caf::actor endpoint; ///< the node's cluster actor
   std::vector<service_entry> services;
 };
 
@@ -66,30 +66,30 @@ using cluster_tick_atom = caf::atom_constant<caf::atom("ctick")>;
 /// The cluster actor's interface: the peer protocol (join, ping, leave,
 /// service up/down) and the node-local registry API.
 using cluster_actor = caf::typed_actor<
-  caf::replies_to<join_atom, member_info>::with<std::vector<member_info>>,
-  caf::replies_to<ping_atom, std::string>::with<pong_atom>,
-  caf::reacts_to<leave_atom, std::string, std::string>,
-  caf::reacts_to<service_up_atom, service_entry>,
-  caf::reacts_to<service_down_atom, std::string, std::string>,
-  caf::replies_to<register_service_atom, std::string, caf::actor,
-                  std::vector<std::string>>::with<caf::ok_atom>,
-  caf::replies_to<find_service_atom, std::string, std::vector<std::string>>::with<
-    caf::actor>,
-  caf::replies_to<members_atom>::with<std::vector<member_info>>,
-  caf::replies_to<leave_cluster_atom>::with<caf::ok_atom>,
-  caf::reacts_to<cluster_tick_atom>>;
+    caf::replies_to<join_atom, member_info>::with<std::vector<member_info>>,
+    caf::replies_to<ping_atom, std::string>::with<pong_atom>,
+    caf::reacts_to<leave_atom, std::string, std::string>,
+    caf::reacts_to<service_up_atom, service_entry>,
+    caf::reacts_to<service_down_atom, std::string, std::string>,
+    caf::replies_to<register_service_atom, std::string, caf::actor,
+                    std::vector<std::string>>::with<caf::ok_atom>,
+    caf::replies_to<find_service_atom, std::string,
+                    std::vector<std::string>>::with<caf::actor>,
+    caf::replies_to<members_atom>::with<std::vector<member_info>>,
+    caf::replies_to<leave_cluster_atom>::with<caf::ok_atom>,
+    caf::reacts_to<cluster_tick_atom>>;
 
 struct cluster_settings {
   std::string node_name;
-  std::string bind_host = "127.0.0.1";  ///< where peers connect (the node's gate)
+  std::string bind_host = "127.0.0.1"; ///< where peers connect (the node's gate)
   std::string advertise_host = "127.0.0.1";
-  uint16_t port = 0;                    ///< the public port peers connect to
+  uint16_t port = 0; ///< the public port peers connect to
   /// Where CAF's own endpoint listens; peers reach it through the gate that
   /// checks their framing, so it stays on loopback.
   std::string backend_host = "127.0.0.1";
-  std::vector<std::string> seeds;       ///< "host:port"
-  std::string dns_name;                 ///< resolves to every member (headless Service)
-  uint16_t dns_port = 0;                ///< cluster port of DNS-discovered members
+  std::vector<std::string> seeds; ///< "host:port"
+  std::string dns_name;           ///< resolves to every member (headless Service)
+  uint16_t dns_port = 0;          ///< cluster port of DNS-discovered members
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds failure_timeout{3000};
   std::chrono::milliseconds connect_timeout{2000};

@@ -17,10 +17,11 @@ enum class value_kind { string, integer, floating, boolean, duration, string_lis
 /// One declared configuration key. The declaration is the single source for
 /// parsing, validation, `--print-config` and the generated reference docs.
 struct config_key {
-  std::string name;        ///< dotted path, e.g. "cluster.failure_timeout"
+  std::string name; ///< dotted path, e.g. "cluster.failure_timeout"
   value_kind kind = value_kind::string;
-  std::string default_text; ///< default in config syntax ("2s", "10", "[a, b]"); empty = none
-  bool required = false;    ///< must be set by some source; no default
+  std::string
+      default_text; ///< default in config syntax ("2s", "10", "[a, b]"); empty = none
+  bool required = false;     ///< must be set by some source; no default
   std::optional<double> min; ///< bound for integer/floating; nanoseconds for duration
   std::optional<double> max;
   std::vector<std::string> choices; ///< allowed values of a string key, if restricted
@@ -30,7 +31,8 @@ struct config_key {
 /// Fluent builder returned by `config_schema::declare`.
 class config_key_builder {
 public:
-  explicit config_key_builder(config_key& key) : key_(key) {}
+  explicit config_key_builder(config_key& key)
+      : key_(key) {}
   config_key_builder& default_value(std::string text);
   config_key_builder& required();
   config_key_builder& min(double v);
@@ -74,8 +76,8 @@ private:
 /// defaults < YAML file < environment (TROUPE_CLUSTER_FAILURE_TIMEOUT for
 /// "cluster.failure_timeout") < command-line overrides.
 struct config_sources {
-  std::string file;                              ///< YAML path; empty = none
-  std::map<std::string, std::string> environment; ///< e.g. from environ
+  std::string file;                                           ///< YAML path; empty = none
+  std::map<std::string, std::string> environment;             ///< e.g. from environ
   std::vector<std::pair<std::string, std::string>> overrides; ///< key, value text
 };
 
@@ -112,11 +114,11 @@ public:
 private:
   struct entry {
     value_kind kind;
-    std::string text;        ///< canonical text form, as parsed
+    std::string text; ///< canonical text form, as parsed
     std::vector<std::string> list;
-    std::string source;      ///< "default", "file", "env", "flag", "code"
+    std::string source; ///< "default", "file", "env", "flag", "code"
     bool secret = false;
-    bool has_value = true;   ///< false: declared, optional, and set by no source
+    bool has_value = true; ///< false: declared, optional, and set by no source
   };
   const entry& at(const std::string& key, value_kind kind) const;
   std::map<std::string, entry> values_;

@@ -19,9 +19,8 @@ public:
   template <class T>
   message_catalog& add(std::string name) {
     names_.push_back(name);
-    entries_.push_back([name](caf::actor_system_config& cfg) {
-      cfg.add_message_type<T>(name);
-    });
+    entries_.push_back(
+        [name](caf::actor_system_config& cfg) { cfg.add_message_type<T>(name); });
     return *this;
   }
 

@@ -44,11 +44,12 @@ public:
   template <class Handle, class Start>
   node& service(std::string name, Start start,
                 restart_policy restart = restart_policy::permanent) {
-    add_component(std::move(name), true, restart,
-                  [start](caf::actor_system& sys, const config& cfg) {
-                    return caf::actor_cast<caf::actor>(start(sys, cfg));
-                  },
-                  [](caf::actor_system& sys) { return interface_of<Handle>(sys); });
+    add_component(
+        std::move(name), true, restart,
+        [start](caf::actor_system& sys, const config& cfg) {
+          return caf::actor_cast<caf::actor>(start(sys, cfg));
+        },
+        [](caf::actor_system& sys) { return interface_of<Handle>(sys); });
     return *this;
   }
 

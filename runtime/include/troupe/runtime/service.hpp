@@ -35,8 +35,9 @@ using on = caf::reacts_to<call_context, Event>;
 /// Every message carries a call_context; every service answers the drain
 /// barrier that graceful shutdown uses to wait for queued work.
 template <class... Signatures>
-using service = caf::typed_actor<
-  typename caf::replies_to<drain_atom>::template with<drained_atom>, Signatures...>;
+using service =
+    caf::typed_actor<typename caf::replies_to<drain_atom>::template with<drained_atom>,
+                     Signatures...>;
 
 namespace detail {
 
@@ -57,7 +58,9 @@ struct handler_traits<R (C::*)(Args...)> : handler_traits<R (C::*)(Args...) cons
 struct handling_probe {
   handling_probe(const call_context& ctx, const std::string& actor,
                  const metrics::actor_type_metrics& m) noexcept
-    : scope(ctx, actor.c_str()), m(m), start(std::chrono::steady_clock::now()) {}
+      : scope(ctx, actor.c_str())
+      , m(m)
+      , start(std::chrono::steady_clock::now()) {}
   ~handling_probe() {
     auto elapsed = std::chrono::steady_clock::now() - start;
     m.handled->Increment();
@@ -77,7 +80,7 @@ auto wrap_handler(std::string actor, metrics::actor_type_metrics m, F f) {
   using result = typename traits::result;
   using request = std::tuple_element_t<traits::arity - 1, typename traits::args>;
   return [actor = std::move(actor), m, f = std::move(f)](
-           const call_context& ctx, const request& req) mutable -> result {
+             const call_context& ctx, const request& req) mutable -> result {
     handling_probe probe{ctx, actor, m};
     if constexpr (traits::arity == 2)
       return f(ctx, req);
@@ -114,7 +117,9 @@ class pending_reply {
 public:
   pending_reply(ResponseHandle handle, std::shared_ptr<const call_context> ctx,
                 const char* actor)
-    : handle_(std::move(handle)), ctx_(std::move(ctx)), actor_(actor) {}
+      : handle_(std::move(handle))
+      , ctx_(std::move(ctx))
+      , actor_(actor) {}
 
   template <class OnReply, class OnError>
   void then(OnReply on_reply, OnError on_error) {
@@ -156,8 +161,8 @@ auto serve(Self* self, Handlers... handlers) {
   std::string actor = self->name();
   auto m = metrics::instance().for_actor_type(actor);
   return typename Self::behavior_type{
-    [](drain_atom) { return drained_atom::value; },
-    detail::wrap_handler(actor, m, std::move(handlers))...};
+      [](drain_atom) { return drained_atom::value; },
+      detail::wrap_handler(actor, m, std::move(handlers))...};
 }
 
 /// Sends `request` to a service and returns CAF's response handle, so the
@@ -166,7 +171,8 @@ auto serve(Self* self, Handlers... handlers) {
 template <class Self, class Handle, class Request>
 auto call(Self* self, const Handle& service, std::chrono::nanoseconds timeout,
           Request request) {
-  auto ctx = std::make_shared<const call_context>(call_context::derive().narrowed(timeout));
+  auto ctx =
+      std::make_shared<const call_context>(call_context::derive().narrowed(timeout));
   auto left = ctx->remaining(timeout);
   auto handle = self->request(service, caf::duration{left}, *ctx, std::move(request));
   return pending_reply<decltype(handle)>{std::move(handle), std::move(ctx), self->name()};
