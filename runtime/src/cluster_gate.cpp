@@ -12,6 +12,8 @@
 
 #include <troupe/runtime/metrics.hpp>
 
+#include "tcp_listen.hpp"
+
 namespace troupe {
 
 namespace asio = boost::asio;
@@ -182,21 +184,7 @@ struct cluster_gate::impl {
                       .Help("Inbound cluster connections closed for malformed framing.")
                       .Register(metrics::instance().registry())
                       .Add({})) {
-    boost::system::error_code ec;
-    tcp::endpoint ep{asio::ip::make_address(settings_.bind_host, ec), settings_.port};
-    if (ec)
-      throw std::runtime_error("cluster: bad bind address '" + settings_.bind_host + "'");
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec)
-      acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec)
-      acceptor_.bind(ep, ec);
-    if (!ec)
-      acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw std::runtime_error("cluster: cannot listen on " + settings_.bind_host + ":" +
-                               std::to_string(settings_.port) + ": " + ec.message());
-    port_ = acceptor_.local_endpoint().port();
+    port_ = detail::listen_on(acceptor_, settings_.bind_host, settings_.port, "cluster");
     accept();
     thread_ = std::thread([this] { io_.run(); });
   }

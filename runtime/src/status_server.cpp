@@ -11,6 +11,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "tcp_listen.hpp"
+
 namespace troupe {
 
 namespace asio = boost::asio;
@@ -110,21 +112,7 @@ struct status_server::impl {
   impl(const std::string& host, uint16_t port, handlers h)
       : handlers_(std::move(h))
       , acceptor_(io_) {
-    beast::error_code ec;
-    tcp::endpoint ep{asio::ip::make_address(host, ec), port};
-    if (ec)
-      throw std::runtime_error("status server: bad address '" + host + "'");
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec)
-      acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec)
-      acceptor_.bind(ep, ec);
-    if (!ec)
-      acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw std::runtime_error("status server: cannot listen on " + host + ":" +
-                               std::to_string(port) + ": " + ec.message());
-    port_ = acceptor_.local_endpoint().port();
+    port_ = detail::listen_on(acceptor_, host, port, "status server");
     accept();
     thread_ = std::thread([this] { io_.run(); });
   }
