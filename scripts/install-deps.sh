@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config curl procps iproute2
   libcaf-dev libssl-dev
-  libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libboost-dev
+  libjemalloc-dev libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libboost-dev
   catch2
 )
 

@@ -1,7 +1,5 @@
 #include <troupe/runtime/call_context.hpp>
 
-#include <atomic>
-#include <cstdio>
 #include <random>
 
 namespace troupe {
@@ -22,9 +20,14 @@ call_context::clock::time_point call_context::deadline() const noexcept {
 
 std::chrono::nanoseconds
 call_context::remaining(std::chrono::nanoseconds fallback) const noexcept {
+  return remaining(fallback, clock::now());
+}
+
+std::chrono::nanoseconds call_context::remaining(std::chrono::nanoseconds fallback,
+                                                 clock::time_point now) const noexcept {
   if (!has_deadline())
     return fallback;
-  auto left = deadline() - clock::now();
+  auto left = deadline() - now;
   // A deadline already in the past still yields a positive timeout so the
   // request fails fast through CAF's own timeout path.
   return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(left),
@@ -32,9 +35,14 @@ call_context::remaining(std::chrono::nanoseconds fallback) const noexcept {
 }
 
 call_context call_context::narrowed(std::chrono::nanoseconds timeout) const {
+  return narrowed(timeout, clock::now());
+}
+
+call_context call_context::narrowed(std::chrono::nanoseconds timeout,
+                                    clock::time_point now) const {
   call_context result = *this;
   auto candidate = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       (clock::now() + timeout).time_since_epoch())
+                       (now + timeout).time_since_epoch())
                        .count();
   if (!has_deadline() || candidate < deadline_ns)
     result.deadline_ns = candidate;
@@ -53,15 +61,22 @@ call_context call_context::derive() {
 }
 
 std::string new_correlation_id() {
-  // Random per thread, counted per call: unique without locking.
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  thread_local uint64_t prefix = rng();
-  static std::atomic<uint32_t> counter{0};
-  auto n = counter.fetch_add(1, std::memory_order_relaxed);
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%06x%08x", static_cast<unsigned>(prefix & 0xffffff),
-                static_cast<unsigned>(n));
-  return buf;
+  // A random prefix per thread and a counter per thread: unique without any
+  // shared state, and 15 characters, so std::string keeps it inline.
+  thread_local const uint32_t prefix = [] {
+    std::random_device rd;
+    return static_cast<uint32_t>(rd()) & 0x0fffffffu;
+  }();
+  thread_local uint32_t counter = 0;
+  static constexpr char hex[] = "0123456789abcdef";
+  char buf[15];
+  uint32_t p = prefix;
+  for (int i = 6; i >= 0; --i, p >>= 4)
+    buf[i] = hex[p & 0xf];
+  uint32_t n = counter++;
+  for (int i = 14; i >= 7; --i, n >>= 4)
+    buf[i] = hex[n & 0xf];
+  return std::string(buf, sizeof buf);
 }
 
 context_scope::context_scope(const call_context& ctx, const char* actor_name) noexcept

@@ -6,7 +6,8 @@
 namespace troupe {
 
 message_catalog::message_catalog() {
-  add<call_context>("troupe.call_context");
+  // Short: CAF 0.17 writes this name into every message that crosses nodes.
+  add<call_context>("troupe.ctx");
   add<service_entry>("troupe.service_entry");
   add<member_info>("troupe.member_info");
   add<std::vector<member_info>>("troupe.member_list");

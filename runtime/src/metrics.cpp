@@ -87,10 +87,12 @@ metrics::metrics()
                   .Name("troupe_messages_handled_total")
                   .Help("Messages handled, per actor type.")
                   .Register(*registry_);
-  handling_seconds_ = &prometheus::BuildHistogram()
-                           .Name("troupe_message_handling_seconds")
-                           .Help("Time spent handling one message, per actor type.")
-                           .Register(*registry_);
+  handling_seconds_ =
+      &prometheus::BuildHistogram()
+           .Name("troupe_message_handling_seconds")
+           .Help("Time spent handling one message, per actor type (1 in 16 messages "
+                 "is timed; troupe_messages_handled_total counts all).")
+           .Register(*registry_);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_supervisor_restarts_total")
                    .Help("Children restarted by supervisors.")

@@ -83,7 +83,7 @@ TEST_CASE("a call gives the handler a correlation id and a deadline within its t
   troupe::call(self.ptr(), svc, 2s, echo_context{"x"})
       .receive([&](seen_context& s) { seen = s; },
                [](caf::error& err) { FAIL(troupe::describe(err)); });
-  CHECK(seen.correlation_id.size() == 14);
+  CHECK(seen.correlation_id.size() == 15);
   auto deadline = std::chrono::system_clock::time_point{
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::nanoseconds{seen.deadline_ns})};
@@ -174,4 +174,28 @@ TEST_CASE("troupe errors classify CAF's own and know whether to retry") {
   CHECK_FALSE(troupe::is_retryable(troupe::make_error(troupe::errc::bad_input)));
   CHECK(troupe::describe(troupe::make_error(troupe::errc::circuit_open, "payment")) ==
         "circuit_open: payment");
+}
+
+TEST_CASE("a reply handler runs with the call's correlation id and the caller's own "
+          "deadline") {
+  system_fixture f;
+  auto svc = f.sys.spawn(echo);
+  caf::scoped_actor self{f.sys};
+  seen_context seen;
+  std::string id_in_handler;
+  int64_t deadline_in_handler = -1;
+  troupe::call(self.ptr(), svc, 50ms, echo_context{"x"})
+      .receive(
+          [&](seen_context& s) {
+            seen = s;
+            id_in_handler = troupe::call_context::current().correlation_id;
+            deadline_in_handler = troupe::call_context::current().deadline_ns;
+          },
+          [](caf::error& err) { FAIL(troupe::describe(err)); });
+  CHECK(id_in_handler == seen.correlation_id);
+  // The request carried a 50 ms deadline; the caller had none, so a call made
+  // from this handler is not bound by the finished call's deadline.
+  CHECK(seen.deadline_ns != 0);
+  CHECK(deadline_in_handler == 0);
+  self->send_exit(svc, caf::exit_reason::user_shutdown);
 }

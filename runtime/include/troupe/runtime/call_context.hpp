@@ -25,8 +25,11 @@ struct call_context {
   clock::time_point deadline() const noexcept;
   /// Time left until the deadline; `fallback` when there is none.
   std::chrono::nanoseconds remaining(std::chrono::nanoseconds fallback) const noexcept;
+  std::chrono::nanoseconds remaining(std::chrono::nanoseconds fallback,
+                                     clock::time_point now) const noexcept;
   /// A copy whose deadline is the earlier of its own and now + `timeout`.
   call_context narrowed(std::chrono::nanoseconds timeout) const;
+  call_context narrowed(std::chrono::nanoseconds timeout, clock::time_point now) const;
 
   /// The context of the message being handled on this thread, or an empty one.
   static const call_context& current() noexcept;

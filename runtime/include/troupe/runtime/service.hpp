@@ -55,19 +55,29 @@ struct handler_traits<R (C::*)(Args...) const> {
 template <class C, class R, class... Args>
 struct handler_traits<R (C::*)(Args...)> : handler_traits<R (C::*)(Args...) const> {};
 
+// Counts every message; times one in `timing_sample` of them, because two
+// clock reads and a histogram update cost more than a small handler.
+constexpr uint32_t timing_sample = 16;
+
 struct handling_probe {
   handling_probe(const call_context& ctx, const std::string& actor,
-                 const metrics::actor_type_metrics& m) noexcept
+                 const metrics::actor_type_metrics& m, uint32_t& seen) noexcept
       : scope(ctx, actor.c_str())
       , m(m)
-      , start(std::chrono::steady_clock::now()) {}
+      , timed(seen++ % timing_sample == 0) {
+    if (timed)
+      start = std::chrono::steady_clock::now();
+  }
   ~handling_probe() {
-    auto elapsed = std::chrono::steady_clock::now() - start;
     m.handled->Increment();
-    m.handling_seconds->Observe(std::chrono::duration<double>(elapsed).count());
+    if (timed) {
+      auto elapsed = std::chrono::steady_clock::now() - start;
+      m.handling_seconds->Observe(std::chrono::duration<double>(elapsed).count());
+    }
   }
   context_scope scope;
   const metrics::actor_type_metrics& m;
+  bool timed;
   std::chrono::steady_clock::time_point start;
 };
 
@@ -79,9 +89,9 @@ auto wrap_handler(std::string actor, metrics::actor_type_metrics m, F f) {
   using traits = handler_traits<F>;
   using result = typename traits::result;
   using request = std::tuple_element_t<traits::arity - 1, typename traits::args>;
-  return [actor = std::move(actor), m, f = std::move(f)](
+  return [actor = std::move(actor), m, f = std::move(f), seen = uint32_t{0}](
              const call_context& ctx, const request& req) mutable -> result {
-    handling_probe probe{ctx, actor, m};
+    handling_probe probe{ctx, actor, m, seen};
     if constexpr (traits::arity == 2)
       return f(ctx, req);
     else
@@ -171,11 +181,17 @@ auto serve(Self* self, Handlers... handlers) {
 template <class Self, class Handle, class Request>
 auto call(Self* self, const Handle& service, std::chrono::nanoseconds timeout,
           Request request) {
-  auto ctx =
-      std::make_shared<const call_context>(call_context::derive().narrowed(timeout));
-  auto left = ctx->remaining(timeout);
-  auto handle = self->request(service, caf::duration{left}, *ctx, std::move(request));
-  return pending_reply<decltype(handle)>{std::move(handle), std::move(ctx), self->name()};
+  // The request carries the narrowed deadline; the reply handler runs in the
+  // caller's own context (same correlation id, the caller's deadline), so a
+  // call made from a reply is not bound by the finished call's deadline.
+  auto caller = std::make_shared<const call_context>(call_context::derive());
+  auto now = call_context::clock::now();
+  auto sent = caller->narrowed(timeout, now);
+  auto left = sent.remaining(timeout, now);
+  auto handle =
+      self->request(service, caf::duration{left}, std::move(sent), std::move(request));
+  return pending_reply<decltype(handle)>{std::move(handle), std::move(caller),
+                                         self->name()};
 }
 
 /// Sends a one-way message (an event or command without reply) to a service.
