@@ -54,6 +54,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "cluster_gate.hpp" // private to runtime: a node's inbound cluster path
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/service.hpp>
@@ -553,8 +554,13 @@ int run_server(const options& opts) {
                  sys.render(raw_port ? troupe_port.error() : raw_port.error()).c_str());
     return 1;
   }
+  // A troupe node's peers reach its endpoint through the cluster gate, which
+  // checks their framing: the troupe side is measured the way it is deployed.
+  uint16_t backend = *troupe_port;
+  troupe::cluster_gate gate{troupe::cluster_gate::settings{"127.0.0.1", 0},
+                            [backend] { return backend; }};
   std::printf("PORTS %u %u\n", static_cast<unsigned>(*raw_port),
-              static_cast<unsigned>(*troupe_port));
+              static_cast<unsigned>(gate.port()));
   std::fflush(stdout);
   // The parent closes our stdin when it is done (or dies): then shut down.
   char buf[64];
