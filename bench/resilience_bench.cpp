@@ -80,8 +80,8 @@ noop_actor::behavior_type served_noop(noop_actor::pointer self, int64_t) {
 /// The no-op service as a bare CAF handler: the cheapest possible target.
 noop_actor::behavior_type raw_noop(noop_actor::pointer, int64_t) {
   return {
-    [](troupe::drain_atom) { return troupe::drained_atom::value; },
-    [](const troupe::call_context&, const noop_req& r) { return noop_rep{r.seq}; },
+      [](troupe::drain_atom) { return troupe::drained_atom::value; },
+      [](const troupe::call_context&, const noop_req& r) { return noop_rep{r.seq}; },
   };
 }
 
@@ -97,7 +97,8 @@ struct run_result {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_result& x) {
-  return f(caf::meta::type_name("run_result"), x.seconds, x.calls, x.errors, x.latencies_ns);
+  return f(caf::meta::type_name("run_result"), x.seconds, x.calls, x.errors,
+           x.latencies_ns);
 }
 
 struct driver_state {
@@ -123,10 +124,11 @@ void on_done(caf::stateful_actor<driver_state>* self, clock_type::time_point sen
     ++st.result.errors;
   if (st.sample)
     st.result.latencies_ns.push_back(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - sent_at)
-        .count());
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - sent_at)
+            .count());
   if (++st.done == st.total) {
-    st.result.seconds = std::chrono::duration<double>(clock_type::now() - st.started).count();
+    st.result.seconds =
+        std::chrono::duration<double>(clock_type::now() - st.started).count();
     st.result.calls = st.total;
     st.rp.deliver(std::move(st.result));
     return;
@@ -144,8 +146,8 @@ void issue(caf::stateful_actor<driver_state>* self) {
   // cancels a timer on its clock thread per call.
   self->request(st.target, st.timeout ? caf::duration{10s} : caf::infinite, st.ctx,
                 noop_req{seq})
-    .then([self, sent_at](const noop_rep&) { on_done(self, sent_at, true); },
-          [self, sent_at](caf::error&) { on_done(self, sent_at, false); });
+      .then([self, sent_at](const noop_rep&) { on_done(self, sent_at, true); },
+            [self, sent_at](caf::error&) { on_done(self, sent_at, false); });
 }
 
 /// Runs `total` calls with `window` outstanding and answers with a run_result.
@@ -153,22 +155,22 @@ caf::behavior driver(caf::stateful_actor<driver_state>* self, noop_actor target)
   self->state.target = target;
   self->state.ctx.correlation_id = "bench";
   return {
-    [self](run_atom, int64_t total, int64_t window, bool sample, bool timeout) {
-      auto& st = self->state;
-      st.timeout = timeout;
-      st.total = total;
-      st.sent = 0;
-      st.done = 0;
-      st.sample = sample;
-      st.result = run_result{};
-      if (sample)
-        st.result.latencies_ns.reserve(static_cast<size_t>(total));
-      st.rp = self->make_response_promise();
-      st.started = clock_type::now();
-      for (int64_t i = 0; i < window && i < total; ++i)
-        issue(self);
-      return st.rp;
-    },
+      [self](run_atom, int64_t total, int64_t window, bool sample, bool timeout) {
+        auto& st = self->state;
+        st.timeout = timeout;
+        st.total = total;
+        st.sent = 0;
+        st.done = 0;
+        st.sample = sample;
+        st.result = run_result{};
+        if (sample)
+          st.result.latencies_ns.reserve(static_cast<size_t>(total));
+        st.rp = self->make_response_promise();
+        st.started = clock_type::now();
+        for (int64_t i = 0; i < window && i < total; ++i)
+          issue(self);
+        return st.rp;
+      },
   };
 }
 
@@ -178,15 +180,15 @@ struct variant {
   caf::actor driver;
 };
 
-run_result measure(caf::scoped_actor& self, const variant& v, int64_t calls, int64_t window,
-                   bool sample, bool timeout = true) {
+run_result measure(caf::scoped_actor& self, const variant& v, int64_t calls,
+                   int64_t window, bool sample, bool timeout = true) {
   run_result out;
   self->request(v.driver, caf::infinite, run_atom::value, calls, window, sample, timeout)
-    .receive([&](run_result& r) { out = std::move(r); },
-             [&](caf::error& err) {
-               std::fprintf(stderr, "%s: %s\n", v.name, troupe::describe(err).c_str());
-               std::exit(1);
-             });
+      .receive([&](run_result& r) { out = std::move(r); },
+               [&](caf::error& err) {
+                 std::fprintf(stderr, "%s: %s\n", v.name, troupe::describe(err).c_str());
+                 std::exit(1);
+               });
   return out;
 }
 
@@ -304,19 +306,19 @@ int main(int argc, char** argv) {
   {
     // Trip `open`: one call fails by injection, the breaker opens for an hour.
     self->request(open, caf::duration{5s}, troupe::call_context{}, noop_req{})
-      .receive([](noop_rep&) {}, [](caf::error&) {});
+        .receive([](noop_rep&) {}, [](caf::error&) {});
     self->request(res::admin_of(open), caf::duration{5s}, res::inject_faults_atom::value,
                   res::fault_settings{})
-      .receive([](caf::ok_atom) {}, [](caf::error&) {});
+        .receive([](caf::ok_atom) {}, [](caf::error&) {});
   }
   // Rows 1-3 compare with row 0, row 5 with row 4.
   std::vector<variant> variants{
-    {"direct", service, sys.spawn(driver, service)},
-    {"hop only", hop, sys.spawn(driver, hop)},
-    {"full chain", chain, sys.spawn(driver, chain)},
-    {"rejected (open)", open, sys.spawn(driver, open)},
-    {"raw: direct", raw, sys.spawn(driver, raw)},
-    {"raw: full chain", raw_chain, sys.spawn(driver, raw_chain)},
+      {"direct", service, sys.spawn(driver, service)},
+      {"hop only", hop, sys.spawn(driver, hop)},
+      {"full chain", chain, sys.spawn(driver, chain)},
+      {"rejected (open)", open, sys.spawn(driver, open)},
+      {"raw: direct", raw, sys.spawn(driver, raw)},
+      {"raw: full chain", raw_chain, sys.spawn(driver, raw_chain)},
   };
   auto base = [](size_t i) { return i < 4 ? size_t{0} : size_t{4}; };
 
@@ -342,10 +344,11 @@ int main(int argc, char** argv) {
     caf::anon_send_exit(v.handle, caf::exit_reason::user_shutdown);
   }
 
-  std::printf("\nsequential round trips (%" PRId64 " calls, 1 outstanding, callers with timeout)\n",
+  std::printf("\nsequential round trips (%" PRId64
+              " calls, 1 outstanding, callers with timeout)\n",
               seq_calls);
-  std::printf("  %-16s %10s %9s %9s %10s %10s %9s\n", "variant", "calls/s", "p50 ns", "p99 ns",
-              "p50 added", "p99 added", "x direct");
+  std::printf("  %-16s %10s %9s %9s %10s %10s %9s\n", "variant", "calls/s", "p50 ns",
+              "p99 ns", "p50 added", "p99 added", "x direct");
   for (size_t i = 0; i < variants.size(); ++i) {
     auto& s = seq[i];
     auto& d = seq[base(i)];
@@ -356,7 +359,8 @@ int main(int argc, char** argv) {
   }
   std::printf("\npipelined throughput (%" PRId64 " calls, %" PRId64 " outstanding)\n",
               pipe_calls, window);
-  std::printf("  %-16s %29s   %29s\n", "", "callers with timeout", "callers without timeout");
+  std::printf("  %-16s %29s   %29s\n", "", "callers with timeout",
+              "callers without timeout");
   std::printf("  %-16s %10s %10s %7s   %10s %10s %7s\n", "variant", "calls/s", "direct",
               "ratio", "calls/s", "direct", "ratio");
   for (size_t i = 0; i < variants.size(); ++i) {
@@ -368,7 +372,8 @@ int main(int argc, char** argv) {
 
   auto ratio = pipe[2].rate / pipe[0].rate;
   std::printf("\nsummary\n");
-  std::printf("  full chain throughput: %.0f vs direct %.0f calls/s = %.2f x (goal >= 0.60): %s\n",
+  std::printf("  full chain throughput: %.0f vs direct %.0f calls/s = %.2f x (goal >= "
+              "0.60): %s\n",
               pipe[2].rate, pipe[0].rate, ratio, ratio >= 0.6 ? "met" : "NOT met");
   std::printf("  same, callers without timeouts: %.2f x; raw CAF target: %.2f x / %.2f x;"
               " the hop alone: %.2f x\n",
@@ -377,11 +382,12 @@ int main(int argc, char** argv) {
   std::printf("  full chain added latency: p50 %+" PRId64 " ns, p99 %+" PRId64
               " ns per call (direct p50 %" PRId64 " ns)\n",
               seq[2].p50 - seq[0].p50, seq[2].p99 - seq[0].p99, seq[0].p50);
-  std::printf("  rejection while open: p50 %" PRId64 " ns vs a call through the chain %" PRId64
+  std::printf("  rejection while open: p50 %" PRId64
+              " ns vs a call through the chain %" PRId64
               " ns = %.2f x; %.0f rejections/s vs %.0f calls/s = %.2f x\n",
               seq[3].p50, seq[2].p50,
-              static_cast<double>(seq[3].p50) / static_cast<double>(seq[2].p50), pipe[3].rate,
-              pipe[2].rate, pipe[3].rate / pipe[2].rate);
+              static_cast<double>(seq[3].p50) / static_cast<double>(seq[2].p50),
+              pipe[3].rate, pipe[2].rate, pipe[3].rate / pipe[2].rate);
   int64_t errors = 0;
   for (size_t i = 0; i < variants.size(); ++i)
     if (i != 3)

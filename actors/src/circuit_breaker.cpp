@@ -13,20 +13,21 @@ call_window make_window(const breaker_settings& s) {
 }
 
 bool trips(const breaker_settings& s, const window_totals& t) {
-  return t.failure_rate() >= s.failure_rate_threshold ||
-         t.slow_rate() >= s.slow_call_rate_threshold;
+  // A threshold of 0 means "any": it still needs one bad call.
+  return (t.failures > 0 && t.failure_rate() >= s.failure_rate_threshold) ||
+         (t.slow > 0 && t.slow_rate() >= s.slow_call_rate_threshold);
 }
 
 } // namespace
 
 const char* to_string(breaker_state s) {
   switch (s) {
-    case breaker_state::closed:
-      return "closed";
-    case breaker_state::open:
-      return "open";
-    case breaker_state::half_open:
-      return "half_open";
+  case breaker_state::closed:
+    return "closed";
+  case breaker_state::open:
+    return "open";
+  case breaker_state::half_open:
+    return "half_open";
   }
   return "unknown";
 }
@@ -37,7 +38,8 @@ bool breaker_settings::counts_as_failure(errc code) const {
 }
 
 circuit_breaker::circuit_breaker(breaker_settings settings)
-  : settings_(std::move(settings)), window_(make_window(settings_)) {
+    : settings_(std::move(settings))
+    , window_(make_window(settings_)) {
   settings_.minimum_calls = std::max<size_t>(settings_.minimum_calls, 1);
   settings_.half_open_calls = std::max<size_t>(settings_.half_open_calls, 1);
 }
@@ -47,16 +49,16 @@ circuit_breaker::permission circuit_breaker::try_acquire(time_point now) {
     return {true, generation_, {}};
   poll(now);
   switch (state_) {
-    case breaker_state::closed:
+  case breaker_state::closed:
+    return {true, generation_, {}};
+  case breaker_state::open:
+    return {false, generation_, open_until_ - now};
+  case breaker_state::half_open:
+    if (probes_granted_ < settings_.half_open_calls) {
+      ++probes_granted_;
       return {true, generation_, {}};
-    case breaker_state::open:
-      return {false, generation_, open_until_ - now};
-    case breaker_state::half_open:
-      if (probes_granted_ < settings_.half_open_calls) {
-        ++probes_granted_;
-        return {true, generation_, {}};
-      }
-      return {false, generation_, {}};
+    }
+    return {false, generation_, {}};
   }
   return {false, generation_, {}};
 }
@@ -83,16 +85,13 @@ void circuit_breaker::record(const permission& p, time_point now,
     ++probes_.calls;
     probes_.failures += failure ? 1 : 0;
     probes_.slow += slow ? 1 : 0;
-    if (trips(settings_, probes_)) {
-      // Enough bad probes to decide already: no need to wait for the rest.
-      if (probes_.calls >= settings_.half_open_calls ||
-          probes_.failures * 1.0 / settings_.half_open_calls >=
-            settings_.failure_rate_threshold ||
-          probes_.slow * 1.0 / settings_.half_open_calls >=
-            settings_.slow_call_rate_threshold) {
-        transition(breaker_state::open, now, probes_);
-        return;
-      }
+    // Rates over all probe slots: once the probes seen so far reach a
+    // threshold, the rest cannot bring it back under, so decide now.
+    window_totals over_all_slots = probes_;
+    over_all_slots.calls = settings_.half_open_calls;
+    if (trips(settings_, over_all_slots)) {
+      transition(breaker_state::open, now, probes_);
+      return;
     }
     if (probes_.calls >= settings_.half_open_calls)
       transition(breaker_state::closed, now, probes_);
@@ -123,18 +122,18 @@ void circuit_breaker::transition(breaker_state to, time_point now, window_totals
   probes_granted_ = 0;
   probes_ = {};
   switch (to) {
-    case breaker_state::open:
-      ++trips_;
-      change.open_for = wait_for_trip(trips_);
-      open_until_ = now + change.open_for;
-      window_.clear();
-      break;
-    case breaker_state::half_open:
-      break;
-    case breaker_state::closed:
-      trips_ = 0;
-      window_.clear();
-      break;
+  case breaker_state::open:
+    ++trips_;
+    change.open_for = wait_for_trip(trips_);
+    open_until_ = now + change.open_for;
+    window_.clear();
+    break;
+  case breaker_state::half_open:
+    break;
+  case breaker_state::closed:
+    trips_ = 0;
+    window_.clear();
+    break;
   }
   if (listener_)
     listener_(change);

@@ -26,7 +26,7 @@ const char* to_string(breaker_state s);
 struct breaker_settings {
   bool enabled = true;
   window_kind window = window_kind::count;
-  size_t window_size = 20;                          ///< calls (count window)
+  size_t window_size = 20; ///< calls (count window)
   std::chrono::nanoseconds window_span = std::chrono::seconds(10); ///< time window
   size_t minimum_calls = 10;
   double failure_rate_threshold = 0.5;
@@ -39,6 +39,12 @@ struct breaker_settings {
   double wait_multiplier = 2.0;
   std::chrono::nanoseconds max_wait = std::chrono::seconds(60);
   size_t half_open_calls = 3;
+  /// Move to half-open by a timer when the wait is over, so subscribers and
+  /// metrics see it on time. Off: the move happens at the next call or stats
+  /// query (as resilience4j's default), and an idle guard whose breaker is
+  /// open does not stay alive for its timer. A guard with this on keeps
+  /// itself alive until the wait ends: stop it explicitly at shutdown.
+  bool automatic_half_open = false;
   /// Errors that count as failures; any other reply (a "not found", a bad
   /// input) shows the dependency answering and counts as a success.
   std::vector<errc> record_errors{errc::timeout, errc::service_unavailable,
