@@ -177,6 +177,20 @@ std::string memory_report(const node_process& target, const rss_watch& watch) {
 // The target survived and serves: the caller gets three NEW answers from it
 // (after `mark`) and never marks it down, it runs and answers /healthz, both
 // still see each other, and its memory stayed sane throughout.
+// Sends `bytes` on two connections, hanging up the first with a FIN and the
+// second with a reset (RST).
+void send_then_hang_up(uint16_t port, const std::string& bytes) {
+  for (bool abort : {false, true}) {
+    auto conn = raw_tcp::connect(port);
+    REQUIRE(conn.has_value());
+    REQUIRE(conn->send(bytes));
+    if (abort)
+      conn->reset();
+    else
+      conn->close();
+  }
+}
+
 void check_still_serving(const target_and_caller& n, const rss_watch& watch,
                          size_t mark) {
   const std::regex answered_or_down{"answered by node t|member t at .* is down"};
@@ -241,16 +255,9 @@ TEST_CASE("a truncated BASP frame on the cluster port leaves the node serving",
           "[cluster]") {
   auto n = start_pair();
   rss_watch watch{*n.target.process, memory_limit_kib};
-  for (bool abort : {false, true}) {
-    auto conn = raw_tcp::connect(n.target.cluster_port);
-    REQUIRE(conn.has_value());
-    // A valid header announcing 4 KiB of payload, then 1 KiB, then hang up.
-    REQUIRE(conn->send(basp_header(client_handshake, 4096) + random_bytes(1024, 7)));
-    if (abort)
-      conn->reset();
-    else
-      conn->close();
-  }
+  // A valid header announcing 4 KiB of payload, then 1 KiB, then hang up.
+  send_then_hang_up(n.target.cluster_port,
+                    basp_header(client_handshake, 4096) + random_bytes(1024, 7));
   CHECK(n.target->wait_for_line("disconnected in the middle of a frame", within(patience))
             .has_value());
   check_still_serving(n, watch, n.caller->line_count());
@@ -262,17 +269,8 @@ TEST_CASE(
   auto n = start_pair();
   rss_watch watch{*n.target.process, memory_limit_kib};
   auto header = basp_header(client_handshake, 64);
-  for (size_t cut : {size_t{1}, size_t{10}, basp_header_size - 1}) {
-    for (bool abort : {false, true}) {
-      auto conn = raw_tcp::connect(n.target.cluster_port);
-      REQUIRE(conn.has_value());
-      REQUIRE(conn->send(header.substr(0, cut)));
-      if (abort)
-        conn->reset();
-      else
-        conn->close();
-    }
-  }
+  for (size_t cut : {size_t{1}, size_t{10}, basp_header_size - 1})
+    send_then_hang_up(n.target.cluster_port, header.substr(0, cut));
   CHECK(n.target->wait_for_line("disconnected in the middle of a frame", within(patience))
             .has_value());
   check_still_serving(n, watch, n.caller->line_count());
