@@ -86,7 +86,6 @@ struct cluster_state {
   cluster_settings settings;
   std::shared_ptr<cluster_view> view;
   member_info self_info;
-  bool published = false;
   bool joined = false;
   bool leaving = false;
   std::map<std::string, member_state> members; // by node name
@@ -380,7 +379,6 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
       .then(
           [=](uint16_t backend) {
             auto& st = self->state;
-            st.published = true;
             st.view->set_backend_port(backend);
             spdlog::info("cluster endpoint listening on {}:{} as node {}",
                          st.settings.bind_host, st.self_info.port, st.self_info.name);
