@@ -6,6 +6,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config curl procps iproute2
   libcaf-dev libssl-dev
   libjemalloc-dev libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libboost-dev
+  librocksdb-dev
   catch2
 )
 
