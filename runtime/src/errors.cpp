@@ -91,6 +91,8 @@ const char* to_string(errc code) {
     return "internal";
   case errc::cancelled:
     return "cancelled";
+  case errc::rejected:
+    return "rejected";
   }
   return "unknown";
 }

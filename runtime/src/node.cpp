@@ -18,6 +18,7 @@
 #include <troupe/runtime/metrics.hpp>
 #include <troupe/runtime/service.hpp>
 #include <troupe/runtime/status_server.hpp>
+#include <troupe/runtime/store_actor.hpp>
 
 #include "cluster_gate.hpp"
 
@@ -125,6 +126,18 @@ void declare_runtime_config(config_schema& s) {
       .default_value("5s")
       .min(0ms)
       .describe("Longest delay between restarts.");
+  s.declare("store.path", value_kind::string)
+      .describe("Directory of the node's RocksDB store (sagas, idempotency keys, service "
+                "state, outbox); required when a component that needs it is enabled.");
+  s.declare("store.sync", value_kind::boolean)
+      .default_value("true")
+      .describe("fsync every group commit before answering its writers. false: a process "
+                "crash loses nothing, a power loss may lose the last commits.");
+  s.declare("store.max_batch_bytes", value_kind::integer)
+      .default_value("4194304")
+      .min(4096)
+      .max(1073741824)
+      .describe("Upper bound of one group commit in bytes.");
   s.declare("services.enabled", value_kind::string_list)
       .default_value("[\"*\"]")
       .describe("Services and actors this node runs; \"*\" = all it declares.");
@@ -136,6 +149,16 @@ node::node(std::string program_name)
 }
 
 node::~node() = default;
+
+node& node::only_when_named(std::string name) {
+  named_only_.push_back(std::move(name));
+  return *this;
+}
+
+node& node::needs_store(std::string name) {
+  store_users_.push_back(std::move(name));
+  return *this;
+}
 
 node& node::actor(std::string name, start_fn start, restart_policy restart) {
   add_component(std::move(name), false, restart, std::move(start), nullptr);
@@ -247,9 +270,12 @@ cluster_settings cluster_settings_from(const config& cfg) {
   return s;
 }
 
-bool enabled(const std::vector<std::string>& list, const std::string& name) {
+bool enabled(const std::vector<std::string>& list, const std::string& name,
+             const std::vector<std::string>& named_only) {
+  bool wildcard_ok =
+      std::find(named_only.begin(), named_only.end(), name) == named_only.end();
   for (auto& entry : list)
-    if (entry == "*" || entry == name)
+    if ((entry == "*" && wildcard_ok) || entry == name)
       return true;
   return false;
 }
@@ -313,6 +339,34 @@ int node::run(int argc, char** argv) {
     return 2;
   }
 
+  // The store is opened before anything starts: a locked or unusable path
+  // stops the node with one message.
+  std::shared_ptr<store> db;
+  {
+    auto wanted_now = cfg.get_list("services.enabled");
+    std::string user;
+    for (auto& name : store_users_)
+      if (enabled(wanted_now, name, named_only_))
+        user = name;
+    if (!user.empty() && !cfg.has("store.path")) {
+      std::cerr << program_ << ": configuration error: store.path: store.path is "
+                << "required because '" << user << "' is enabled\n";
+      return 2;
+    }
+    if (cfg.has("store.path") && !cfg.get_string("store.path").empty()) {
+      store_settings ss;
+      ss.path = cfg.get_string("store.path");
+      ss.sync = cfg.get_bool("store.sync");
+      ss.max_batch_bytes = static_cast<size_t>(cfg.get_int("store.max_batch_bytes"));
+      try {
+        db = store::open(ss);
+      } catch (const store_error& e) {
+        std::cerr << program_ << ": " << e.what() << "\n";
+        return 1;
+      }
+    }
+  }
+
   auto node_name = cfg.get_string("node.name");
   init_logging({parse_log_format(cfg.get_string("log.format")),
                 cfg.get_string("log.level"), node_name});
@@ -358,7 +412,7 @@ int node::run(int argc, char** argv) {
   auto wanted = cfg.get_list("services.enabled");
   std::vector<child_spec> workload;
   for (auto& comp : components_) {
-    if (!enabled(wanted, comp.name))
+    if (!enabled(wanted, comp.name, named_only_))
       continue;
     auto start = comp.start;
     auto iface = comp.interface;
@@ -394,10 +448,17 @@ int node::run(int argc, char** argv) {
                  [settings, view](caf::actor_system& s) {
                    return caf::actor_cast<caf::actor>(spawn_cluster(s, settings, view));
                  },
-                 restart_policy::permanent},
-      supervisor_child("services",
-                       supervisor_settings_from(cfg, restart_strategy::one_for_one),
-                       std::move(workload))};
+                 restart_policy::permanent}};
+  if (db)
+    root_children.push_back(child_spec{
+        "store",
+        [db](caf::actor_system& s) {
+          return caf::actor_cast<caf::actor>(spawn_store_actor(s, db));
+        },
+        restart_policy::permanent});
+  root_children.push_back(supervisor_child(
+      "services", supervisor_settings_from(cfg, restart_strategy::one_for_one),
+      std::move(workload)));
   auto root = spawn_supervisor(
       sys, "root", supervisor_settings_from(cfg, restart_strategy::rest_for_one),
       std::move(root_children));

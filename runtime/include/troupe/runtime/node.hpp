@@ -53,6 +53,15 @@ public:
     return *this;
   }
 
+  /// Says that the component `name` needs the node's store: when it is
+  /// enabled, `store.path` is required.
+  node& needs_store(std::string name);
+
+  /// Says that the component `name` runs only where `services.enabled` names
+  /// it: "*" does not include it (load generators, one-off jobs, components
+  /// that need settings every node does not have).
+  node& only_when_named(std::string name);
+
   /// Declares a supervised actor that is not a service (a worker, a job).
   node& actor(std::string name, start_fn start,
               restart_policy restart = restart_policy::permanent);
@@ -82,10 +91,12 @@ private:
   message_catalog catalog_;
   config_schema schema_;
   std::vector<component> components_;
+  std::vector<std::string> store_users_;
+  std::vector<std::string> named_only_;
 };
 
 /// Declares the runtime's own configuration keys (node, cluster, status, log,
-/// shutdown, scheduler, supervisor, services) into `schema`.
+/// shutdown, scheduler, supervisor, services, store) into `schema`.
 void declare_runtime_config(config_schema& schema);
 
 } // namespace troupe
