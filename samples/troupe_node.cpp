@@ -1,8 +1,11 @@
 // troupe-node: the stock node, written the way any user's node is written.
+// Which of its services a process runs is configuration (services.enabled).
 
 #include <troupe/runtime/node.hpp>
+#include <troupe/sagas/saga_manager.hpp>
 
 #include "greeter/greeter.hpp"
+#include "orders/orders.hpp"
 
 int main(int argc, char** argv) {
   troupe::node node{"troupe-node"};
@@ -10,5 +13,21 @@ int main(int argc, char** argv) {
   greeter::declare_config(node.schema());
   node.service<greeter::greeter_actor>("greeter", greeter::spawn_greeter);
   node.actor("caller", greeter::spawn_caller, troupe::restart_policy::transient);
+
+  orders::add_messages(node.messages());
+  orders::declare_config(node.schema());
+  node.service<orders::orders_actor>("orders", orders::spawn_orders);
+  node.service<orders::inventory_actor>("inventory", orders::spawn_inventory);
+  node.service<orders::payment_actor>("payment", orders::spawn_payment);
+  node.service<orders::shipping_actor>("shipping", orders::spawn_shipping);
+  troupe::add_sagas(node, {orders::order_processing()});
+  node.actor("orders_client", orders::spawn_orders_client,
+             troupe::restart_policy::transient);
+  node.actor("orders_auditor", orders::spawn_auditor, troupe::restart_policy::temporary);
+  // Sagas need a store path, the client and auditor are load and checks:
+  // each runs only where services.enabled names it.
+  node.only_when_named(troupe::saga_manager_name)
+      .only_when_named("orders_client")
+      .only_when_named("orders_auditor");
   return node.run(argc, argv);
 }
