@@ -226,16 +226,20 @@ void audit_sagas(caf::stateful_actor<auditor_state>* self, std::string token) {
 
 caf::actor spawn_auditor(caf::actor_system& sys, const troupe::config&) {
   return sys.spawn([](caf::stateful_actor<auditor_state>* self) -> caf::behavior {
-    troupe::find_service<saga_manager_actor>(self, troupe::saga_manager_name)
-        .then(
-            [=](const caf::actor& found) {
-              self->state.sagas = caf::actor_cast<saga_manager_actor>(found);
-              audit_sagas(self, {});
-            },
-            [=](caf::error& err) {
-              spdlog::error("audit: no saga manager: {}", troupe::describe(err));
-            });
-    return {[](caf::unit_t) {}};
+    // The node may still be joining: look again until the manager is found.
+    auto find = [self] {
+      troupe::find_service<saga_manager_actor>(self, troupe::saga_manager_name)
+          .then(
+              [=](const caf::actor& found) {
+                self->state.sagas = caf::actor_cast<saga_manager_actor>(found);
+                audit_sagas(self, {});
+              },
+              [=](caf::error&) {
+                self->delayed_send(self, 200ms, retry_start_atom::value, int64_t{0});
+              });
+    };
+    find();
+    return {[=](retry_start_atom, int64_t) { find(); }};
   });
 }
 
