@@ -150,6 +150,11 @@ node::node(std::string program_name)
 
 node::~node() = default;
 
+node& node::check_config(std::string name, std::function<void(const config&)> check) {
+  checks_.emplace_back(std::move(name), std::move(check));
+  return *this;
+}
+
 node& node::only_when_named(std::string name) {
   named_only_.push_back(std::move(name));
   return *this;
@@ -334,6 +339,10 @@ int node::run(int argc, char** argv) {
   cluster_settings settings;
   try {
     settings = cluster_settings_from(cfg);
+    auto wanted_now = cfg.get_list("services.enabled");
+    for (auto& [name, check] : checks_)
+      if (enabled(wanted_now, name, named_only_))
+        check(cfg);
   } catch (const config_error& e) {
     std::cerr << program_ << ": configuration error: " << e.what() << "\n";
     return 2;

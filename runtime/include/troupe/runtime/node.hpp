@@ -57,6 +57,11 @@ public:
   /// enabled, `store.path` is required.
   node& needs_store(std::string name);
 
+  /// Adds a check of the configuration that the component `name` reads, run
+  /// before anything starts when it is enabled: a config_error it throws
+  /// stops the node with exit code 2, as a bad key does.
+  node& check_config(std::string name, std::function<void(const config&)> check);
+
   /// Says that the component `name` runs only where `services.enabled` names
   /// it: "*" does not include it (load generators, one-off jobs, components
   /// that need settings every node does not have).
@@ -93,6 +98,7 @@ private:
   std::vector<component> components_;
   std::vector<std::string> store_users_;
   std::vector<std::string> named_only_;
+  std::vector<std::pair<std::string, std::function<void(const config&)>>> checks_;
 };
 
 /// Declares the runtime's own configuration keys (node, cluster, status, log,
