@@ -101,13 +101,20 @@ struct instance_state {
   std::set<step_key> waiting_retry;
   std::map<step_key, resilience::backoff> backoffs;
   std::map<step_key, std::chrono::steady_clock::time_point> sent_at;
-  std::mt19937_64 rng{std::random_device{}()};
+  int64_t last_progress_ns = 0;
+  saga_status last_progress_status = saga_status::running;
   std::vector<caf::actor> watchers;
   std::vector<caf::response_promise> answer_begin;
   std::vector<caf::response_promise> answer_cancel;
 };
 
 using self_ptr = caf::stateful_actor<instance_state>*;
+
+// Retry jitter only: one generator per worker thread, not 2.5 KB per saga.
+std::mt19937_64& retry_rng() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng;
+}
 
 void advance(self_ptr self);
 void flush(self_ptr self);
@@ -143,10 +150,19 @@ const resilience::retry_settings& retry_of(self_ptr self, size_t i, bool compens
 
 void notify(self_ptr self) {
   auto& st = self->state;
-  saga_progress p{st.s.id,        st.s.status,  current_step(st.s),
-                  st.s.updated_ns, st.first_seq, st.next_seq};
-  self->send(caf::actor_cast<saga_manager_actor>(st.ctx->manager), call_context{},
-             std::move(p));
+  // The manager hears of status changes at once and of other progress at
+  // most once a second: it keeps listings and the stall watchdog, and would
+  // otherwise see every commit of every instance.
+  auto now = wall_now_ns();
+  if (st.s.status != st.last_progress_status || is_end_state(st.s.status) ||
+      now - st.last_progress_ns >= 1'000'000'000) {
+    st.last_progress_ns = now;
+    st.last_progress_status = st.s.status;
+    saga_progress p{st.s.id,        st.s.status,  current_step(st.s),
+                    st.s.updated_ns, st.first_seq, st.next_seq};
+    self->send(caf::actor_cast<saga_manager_actor>(st.ctx->manager), call_context{},
+               std::move(p));
+  }
   for (auto& w : st.watchers)
     self->send(w, st.s);
   if (is_end_state(st.s.status))
@@ -280,6 +296,15 @@ void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt
       auto ev = make_event(saga_log::event_kind::step_succeeded, name, attempt);
       ev.data = std::move(reply);
       push(self, std::move(ev));
+      // The last step's success and the saga's end share one commit.
+      bool last = st.s.status == saga_status::running;
+      for (size_t j = 0; j < st.steps.size() && last; ++j)
+        last = j == i || st.s.steps[j].status == step_status::succeeded;
+      if (last && st.pending.size() == 1) {
+        auto end = make_event(saga_log::event_kind::ended);
+        end.status = saga_status::completed;
+        push(self, std::move(end));
+      }
     }
     st.backoffs.erase(key);
     flush(self);
@@ -297,7 +322,7 @@ void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt
                                      is_retryable(code)));
   if (may_retry) {
     auto [it, fresh] = st.backoffs.try_emplace(key, retry.backoff);
-    auto delay = it->second.next(st.rng);
+    auto delay = it->second.next(retry_rng());
     if (m)
       m->retried->Increment();
     auto ev = make_event(compensation ? saga_log::event_kind::compensation_attempt_failed

@@ -42,7 +42,7 @@ struct entry {
   caf::actor live;
   uint32_t crashes = 0;
   bool stall_reported = false;
-  std::optional<saga_snapshot> parked; ///< kept for queries when no definition runs it
+  std::shared_ptr<const saga_snapshot> parked; ///< kept for queries: no definition runs it
 };
 
 struct recovered {
@@ -78,6 +78,7 @@ struct manager_state {
   recovered current;
   std::deque<recovered> to_resume;
   std::vector<waiting_start> waiting;
+  std::vector<std::function<void()>> waiting_queries;
   recovery_metrics rm;
   std::mt19937_64 rng{std::random_device{}()};
 };
@@ -190,9 +191,14 @@ std::optional<saga_snapshot> fold(caf::actor_system& sys, const scan_page& page,
 // Answers with an instance that is not running here (ended or parked).
 void load_stored(self_ptr self, const std::string& id,
                  std::function<void(caf::expected<saga_snapshot>)> then) {
-  auto& e = self->state.entries.at(id);
+  auto found = self->state.entries.find(id);
+  if (found == self->state.entries.end()) {
+    then(make_error(errc::not_found, "no saga with id '" + id + "'"));
+    return;
+  }
+  auto& e = found->second;
   if (e.parked) {
-    then(*e.parked);
+    then(saga_snapshot{*e.parked});
     return;
   }
   self->request(self->state.ctx->store, std::chrono::seconds(30), store_scan_atom::value,
@@ -306,29 +312,56 @@ caf::result<saga_started> on_start(self_ptr self, const call_context& ctx,
   return rp;
 }
 
+// Asks a live instance; one that ended meanwhile is answered from its log.
+template <class Reply, class... Ts>
+void ask_live(self_ptr self, caf::response_promise rp, const caf::actor& live,
+              const std::string& id, std::function<Reply(saga_snapshot)> from_stored,
+              Ts... xs) {
+  self->request(live, std::chrono::seconds(10), xs...)
+      .then([rp](Reply& r) mutable { rp.deliver(std::move(r)); },
+            [=](caf::error&) mutable {
+              load_stored(self, id, [rp, from_stored](caf::expected<saga_snapshot> s) mutable {
+                if (s)
+                  rp.deliver(from_stored(std::move(*s)));
+                else
+                  rp.deliver(std::move(s.error()));
+              });
+            });
+}
+
 // Answers a query about `id` from the live instance, the store, or the owner.
-template <class Reply, class LiveMsg, class Forward>
-caf::result<Reply> by_id(self_ptr self, const call_context& ctx, const std::string& id,
-                         bool forwarded, Forward forward_msg, LiveMsg live_msg,
-                         std::function<Reply(saga_snapshot)> from_stored) {
+template <class Reply, class Forward, class Ask>
+void by_id(self_ptr self, const call_context& ctx, const std::string& id, bool forwarded,
+           Forward forward_msg, Ask ask, std::function<Reply(saga_snapshot)> from_stored,
+           caf::response_promise rp) {
   auto& st = self->state;
   auto owner = owner_from_id(id);
-  if (owner.empty())
-    return make_error(errc::bad_input, "'" + id + "' is not a saga id");
+  if (owner.empty()) {
+    rp.deliver(make_error(errc::bad_input, "'" + id + "' is not a saga id"));
+    return;
+  }
   if (owner != me(self)) {
     if (forwarded)
-      return make_error(errc::not_found, "no saga with id '" + id + "'");
-    auto rp = self->make_response_promise();
-    forward_to(self, rp, owner, ctx, forward_msg);
-    return rp;
+      rp.deliver(make_error(errc::not_found, "no saga with id '" + id + "'"));
+    else
+      forward_to(self, rp, owner, ctx, forward_msg);
+    return;
   }
   auto i = st.entries.find(id);
-  if (i == st.entries.end())
-    return make_error(errc::not_found, "no saga with id '" + id + "'");
-  auto rp = self->make_response_promise();
+  if (i == st.entries.end()) {
+    if (st.recovering) {
+      // The log is still being read: ask again once it is.
+      st.waiting_queries.push_back([=] {
+        by_id<Reply>(self, ctx, id, forwarded, forward_msg, ask, from_stored, rp);
+      });
+      return;
+    }
+    rp.deliver(make_error(errc::not_found, "no saga with id '" + id + "'"));
+    return;
+  }
   if (i->second.live) {
-    live_msg(rp, i->second.live);
-    return rp;
+    ask(rp, i->second.live);
+    return;
   }
   load_stored(self, id, [rp, from_stored](caf::expected<saga_snapshot> s) mutable {
     if (s)
@@ -336,7 +369,6 @@ caf::result<Reply> by_id(self_ptr self, const call_context& ctx, const std::stri
     else
       rp.deliver(std::move(s.error()));
   });
-  return rp;
 }
 
 saga_page list_here(self_ptr self, const list_sagas& q, std::optional<saga_status> status) {
@@ -486,7 +518,7 @@ void finish_recovered(self_ptr self, recovered r) {
                " is not registered";
     e.status = saga_status::parked;
     s.status = saga_status::parked;
-    e.parked = std::move(s);
+    e.parked = std::make_shared<const saga_snapshot>(std::move(s));
     st.rm.parked->Increment();
     return;
   }
@@ -518,6 +550,10 @@ void recovery_done(self_ptr self) {
   auto waiting = std::move(st.waiting);
   for (auto& w : waiting)
     start_here(self, w.ctx, std::move(w.cmd), w.rp);
+  auto queries = std::move(st.waiting_queries);
+  st.waiting_queries.clear();
+  for (auto& q : queries)
+    q();
   resume_some(self);
 }
 
@@ -774,22 +810,36 @@ manager(self_ptr self, saga_settings settings,
       wrap_handler(actor_name, m,
                    [self](const call_context& ctx,
                           const get_saga& q) -> caf::result<saga_snapshot> {
-                     return by_id<saga_snapshot>(
-                         self, ctx, q.id, q.forwarded, get_saga{q.id, true},
-                         [self](caf::response_promise& rp, const caf::actor& live) {
-                           rp.delegate(live, inspect_atom::value);
+                     auto rp = self->make_response_promise();
+                     auto id = q.id;
+                     std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
+                       return s;
+                     };
+                     by_id<saga_snapshot>(
+                         self, ctx, id, q.forwarded, get_saga{id, true},
+                         [self, id, same](caf::response_promise& rp, const caf::actor& live) {
+                           ask_live<saga_snapshot>(self, rp, live, id, same,
+                                                   inspect_atom::value);
                          },
-                         [](saga_snapshot s) { return s; });
+                         same, rp);
+                     return rp;
                    }),
       wrap_handler(actor_name, m,
                    [self](const call_context& ctx,
                           const cancel_saga& q) -> caf::result<saga_snapshot> {
-                     return by_id<saga_snapshot>(
-                         self, ctx, q.id, q.forwarded, cancel_saga{q.id, true},
-                         [](caf::response_promise& rp, const caf::actor& live) {
-                           rp.delegate(live, cancel_atom::value);
+                     auto rp = self->make_response_promise();
+                     auto id = q.id;
+                     std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
+                       return s;
+                     };
+                     by_id<saga_snapshot>(
+                         self, ctx, id, q.forwarded, cancel_saga{id, true},
+                         [self, id, same](caf::response_promise& rp, const caf::actor& live) {
+                           ask_live<saga_snapshot>(self, rp, live, id, same,
+                                                   cancel_atom::value);
                          },
-                         [](saga_snapshot s) { return s; });
+                         same, rp);
+                     return rp;
                    }),
       wrap_handler(actor_name, m,
                    [self](const call_context& ctx, const list_sagas& q) {
@@ -798,13 +848,20 @@ manager(self_ptr self, saga_settings settings,
       wrap_handler(actor_name, m,
                    [self](const call_context& ctx,
                           const watch_saga& q) -> caf::result<watch_started> {
+                     auto rp = self->make_response_promise();
+                     auto id = q.id;
                      auto subscriber = q.subscriber;
-                     return by_id<watch_started>(
-                         self, ctx, q.id, q.forwarded, watch_saga{q.id, subscriber, true},
-                         [subscriber](caf::response_promise& rp, const caf::actor& live) {
-                           rp.delegate(live, watch_atom::value, subscriber);
+                     std::function<watch_started(saga_snapshot)> ended =
+                         [](saga_snapshot s) { return watch_started{std::move(s)}; };
+                     by_id<watch_started>(
+                         self, ctx, id, q.forwarded, watch_saga{id, subscriber, true},
+                         [self, id, subscriber, ended](caf::response_promise& rp,
+                                                       const caf::actor& live) {
+                           ask_live<watch_started>(self, rp, live, id, ended,
+                                                   watch_atom::value, subscriber);
                          },
-                         [](saga_snapshot s) { return watch_started{std::move(s)}; });
+                         ended, rp);
+                     return rp;
                    }),
       [self](const call_context&, const saga_progress& p) { on_progress(self, p); },
       [self](saga_tick_atom) {
@@ -871,6 +928,7 @@ void add_sagas(node& n, std::vector<std::shared_ptr<const saga_definition>> defi
         return spawn_saga_manager(sys, saga_settings_from(cfg), definitions);
       });
   n.needs_store(saga_manager_name);
+  n.check_config(saga_manager_name, [](const config& cfg) { saga_settings_from(cfg); });
 }
 
 } // namespace troupe
