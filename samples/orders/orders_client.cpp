@@ -94,6 +94,8 @@ void start_one(client_ptr self, int64_t i, const std::string& prefix, int64_t fa
       .then(
           [=](troupe::saga_started& r) {
             self->state.started[r.saga.id] = at;
+            if (r.created)
+              spdlog::info("order {} started as saga {}", o.order_id, r.saga.id);
             if (troupe::is_end_state(r.saga.status)) {
               finish_one(self, r.saga, count);
               return;
