@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick start's main job: installs what is missing, builds, and runs a
-# local three-node cluster on loopback. Node c runs the greeter service,
-# node a calls it through the cluster registry, node b is a plain member.
+# local three-node cluster on loopback with the order-processing sample's
+# services spread over the nodes; a fourth node starts order sagas, some of
+# which fail on purpose and compensate.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
@@ -40,22 +41,42 @@ wait_for() { # file, text, seconds, pid
 }
 
 echo "== starting three troupe nodes on 127.0.0.1 (cluster ports $((base + 1))-$((base + 3)))"
-echo "   a: seed, plain member;  c: runs the 'greeter' service;  b: runs a caller that greets it"
-start a 1 "[]"
+echo "   a: the saga manager (store in $work/a-store) and the order service"
+echo "   b: inventory and payment (with 5 ms card-network latency);  c: shipping and greeter"
+start a 1 "[sagas, orders]" --store.path "$work/a-store"
 wait_for "$work/a.log" "cluster endpoint listening" 20 "${pids[0]}"
-start c 3 greeter
-wait_for "$work/c.log" "joined the cluster" 20 "${pids[1]}"
-start b 2 caller --caller.count 5 --caller.interval 200ms
-wait_for "$work/b.log" "joined the cluster" 20 "${pids[2]}"
+start b 2 "[inventory, payment]" --store.path "$work/b-store" --payment.latency 5ms
+wait_for "$work/b.log" "joined the cluster" 20 "${pids[1]}"
+start c 3 "[shipping, greeter]" --store.path "$work/c-store"
+wait_for "$work/c.log" "joined the cluster" 20 "${pids[2]}"
 
 echo "== cluster as node a sees it (GET http://127.0.0.1:$((base + 101))/cluster):"
 curl -s "http://127.0.0.1:$((base + 101))/cluster" | grep -o '"name":"[^"]*","address":"[^"]*"' |
   sed 's/"name":"\([^"]*\)","address":"\([^"]*\)"/   member \1 at \2/'
 
-echo "== node b greets the service 'greeter' (found on node c through the registry):"
-wait_for "$work/b.log" "caller finished" 30 "${pids[2]}"
-grep -E "call [0-9]+ (answered|failed)|caller finished" "$work/b.log" | sed 's/^[^]]*] /   b: /'
-grep -E "greeting caller" "$work/c.log" | sed 's/^[^]]*] \[/   c: [/'
+echo "== node d joins and starts 20 order sagas; every 5th fails on purpose"
+echo "   (out of stock, or card declined) and is compensated:"
+start d 4 "[orders_client, caller]" --orders_client.count 20 --orders_client.concurrency 8 \
+  --caller.count 3 --caller.interval 100ms
+wait_for "$work/d.log" "orders client finished" 60 "${pids[3]}"
+grep -E "order order-[0-9]+ " "$work/d.log" | sed 's/^[^]]*] /   d: /' | head -20
+grep -E "orders client finished" "$work/d.log" | sed 's/^[^]]*] /   d: /'
+wait_for "$work/d.log" "caller finished" 30 "${pids[3]}"
+echo "== node d also greeted the 'greeter' service on node c through the registry:"
+grep -E "call [0-9]+ (answered|failed)" "$work/d.log" | sed 's/^[^]]*] /   d: /'
+
+echo "== saga metrics on node a (GET http://127.0.0.1:$((base + 101))/metrics):"
+curl -s "http://127.0.0.1:$((base + 101))/metrics" | grep -E '^troupe_saga_ended_total' | sed 's/^/   /'
+
+echo "== start and watch 3 more orders from another node while the cluster runs:"
+echo "   $node --node.name e --cluster.port 0 --status.port 0 --cluster.seeds 127.0.0.1:$((base + 1)) \\"
+echo "     --services.enabled '[orders_client]' --orders_client.key_prefix more --orders_client.count 3"
+"$node" --node.name e --cluster.port 0 --status.port 0 --cluster.seeds "127.0.0.1:$((base + 1))" \
+  --services.enabled '[orders_client]' --orders_client.key_prefix more --orders_client.count 3 \
+  --orders_client.fail_every 0 >"$work/e.log" 2>&1 &
+pids+=($!)
+wait_for "$work/e.log" "orders client finished" 60 "${pids[4]}"
+grep -E "order more-|orders client finished" "$work/e.log" | sed 's/^[^]]*] /   e: /'
 
 echo "== shutting down gracefully (SIGTERM)"
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
