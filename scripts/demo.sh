@@ -59,7 +59,8 @@ echo "   (out of stock, or card declined) and is compensated:"
 start d 4 "[orders_client, caller]" --orders_client.count 20 --orders_client.concurrency 8 \
   --caller.count 3 --caller.interval 100ms
 wait_for "$work/d.log" "orders client finished" 60 "${pids[3]}"
-grep -E "order order-[0-9]+ " "$work/d.log" | sed 's/^[^]]*] /   d: /' | head -20
+grep -E "order order-[0-9]+ (completed|compensated|failed_compensation|cancelled)" "$work/d.log" |
+  sed 's/^[^]]*] /   d: /' | sort -t- -k2 -n
 grep -E "orders client finished" "$work/d.log" | sed 's/^[^]]*] /   d: /'
 wait_for "$work/d.log" "caller finished" 30 "${pids[3]}"
 echo "== node d also greeted the 'greeter' service on node c through the registry:"
@@ -76,7 +77,8 @@ echo "     --services.enabled '[orders_client]' --orders_client.key_prefix more 
   --orders_client.fail_every 0 >"$work/e.log" 2>&1 &
 pids+=($!)
 wait_for "$work/e.log" "orders client finished" 60 "${pids[4]}"
-grep -E "order more-|orders client finished" "$work/e.log" | sed 's/^[^]]*] /   e: /'
+grep -E "order more-[0-9]+ (completed|compensated)|orders client finished" "$work/e.log" |
+  sed 's/^[^]]*] /   e: /'
 
 echo "== shutting down gracefully (SIGTERM)"
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

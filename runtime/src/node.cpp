@@ -348,6 +348,10 @@ int node::run(int argc, char** argv) {
     return 2;
   }
 
+  // Signals go to the watcher thread only; block them before RocksDB and
+  // CAF start their threads so those inherit the mask.
+  signal_watcher::block_signals();
+
   // The store is opened before anything starts: a locked or unusable path
   // stops the node with one message.
   std::shared_ptr<store> db;
@@ -380,9 +384,6 @@ int node::run(int argc, char** argv) {
   init_logging({parse_log_format(cfg.get_string("log.format")),
                 cfg.get_string("log.level"), node_name});
 
-  // 2. Signals go to the watcher thread only; block them before CAF starts
-  //    its threads so they inherit the mask.
-  signal_watcher::block_signals();
 
   caf::actor_system_config caf_cfg;
   caf_cfg.load<caf::io::middleman>();
