@@ -536,10 +536,11 @@ caf::behavior instance(self_ptr self, std::shared_ptr<const instance_context> ct
           ev.data = compensate_because;
           push(self, std::move(ev));
           flush(self);
-          return;
+          return caf::ok_atom::value;
         }
         arm_deadline(self);
         advance(self);
+        return caf::ok_atom::value;
       },
       [self](inspect_atom) {
         return decorated(self->system(), *self->state.def, self->state.s);

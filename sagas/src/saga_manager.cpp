@@ -75,6 +75,7 @@ struct manager_state {
   std::unordered_map<std::string, std::string> by_key;
   std::unordered_map<caf::actor_addr, std::string> live_ids;
   bool recovering = true;
+  uint32_t resuming = 0; ///< instances resumed that have not yet answered
   recovered current;
   std::deque<recovered> to_resume;
   std::vector<waiting_start> waiting;
@@ -478,11 +479,27 @@ void on_progress(self_ptr self, const saga_progress& p) {
   }
 }
 
+void resume_some(self_ptr self);
+
+// An instance answers `resume` once it has sent its first requests; at most
+// sagas.recovery_batch resume at once, so the scheduler's queue (and with it
+// the latency of every other request on the node) stays short however many
+// sagas a restart finds.
 void resume(self_ptr self, recovered r, std::string force_reason) {
   auto& st = self->state;
   auto def = find_def(self, r.snapshot->type, r.snapshot->version);
   auto inst = spawn_live(self, def, std::move(*r.snapshot), r.first_seq, r.next_seq, false);
-  caf::anon_send(inst, resume_atom::value, std::move(force_reason));
+  ++st.resuming;
+  self->request(inst, caf::infinite, resume_atom::value, std::move(force_reason))
+      .then(
+          [self](caf::ok_atom) {
+            --self->state.resuming;
+            resume_some(self);
+          },
+          [self](caf::error&) {
+            --self->state.resuming;
+            resume_some(self);
+          });
   st.rm.resumed->Increment();
 }
 
@@ -528,16 +545,18 @@ void finish_recovered(self_ptr self, recovered r) {
 
 void resume_some(self_ptr self) {
   auto& st = self->state;
-  for (uint32_t n = 0; n < st.ctx->settings.recovery_batch && !st.to_resume.empty(); ++n) {
+  if (st.recovering)
+    return;
+  bool had_work = !st.to_resume.empty();
+  while (st.resuming < st.ctx->settings.recovery_batch && !st.to_resume.empty()) {
     auto r = std::move(st.to_resume.front());
     st.to_resume.pop_front();
     st.rm.pending->Decrement();
     resume(self, std::move(r), {});
   }
-  if (!st.to_resume.empty())
-    self->send(self, resume_more_atom::value);
-  else
-    spdlog::info("saga recovery finished: {} instances known", st.entries.size());
+  if (had_work && st.to_resume.empty())
+    spdlog::info("saga recovery: every unfinished saga resumed ({} known)",
+                 st.entries.size());
 }
 
 void recovery_done(self_ptr self) {
@@ -869,7 +888,7 @@ manager(self_ptr self, saga_settings settings,
         self->delayed_send(self, self->state.ctx->settings.sweep_interval,
                            saga_tick_atom::value);
       },
-      [self](resume_more_atom) { resume_some(self); },
+      [self](resume_more_atom) { resume_some(self); }, // kept for the interface
   };
 }
 

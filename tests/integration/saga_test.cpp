@@ -225,3 +225,26 @@ TEST_CASE("a saga runs only on its owner: starts sent to any node are forwarded,
   REQUIRE(client->wait_for_line("orders client finished: 30 orders: 30 completed",
                                 within(patience)));
 }
+
+TEST_CASE("a node with a store stops gracefully on SIGTERM and its sagas resume on "
+          "restart",
+          "[cluster]") {
+  temp_dir dir;
+  auto args = strings{"--services.enabled",
+                      "[sagas, orders, inventory, payment, shipping, orders_client]",
+                      "--store.path",        (dir.path() / "s").string(),
+                      "--payment.latency",   "200ms",
+                      "--orders_client.count", "8",
+                      "--orders_client.fail_every", "0"} +
+              fast_detector;
+  auto node = start_node("s", args, within(patience));
+  REQUIRE(node->wait_for_line(" started as saga ", within(patience)));
+  node->kill(SIGTERM);
+  // Exit 0: the signal reached the watcher, not a RocksDB thread.
+  REQUIRE(node->wait_exit(within(patience)) == 0);
+  REQUIRE(node->count_lines("node s stopped") == 1);
+
+  auto again = start_node("s", args, within(patience));
+  REQUIRE(again->wait_for_line("orders client finished: 8 orders: 8 completed",
+                               within(patience)));
+}
