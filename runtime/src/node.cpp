@@ -384,7 +384,6 @@ int node::run(int argc, char** argv) {
   init_logging({parse_log_format(cfg.get_string("log.format")),
                 cfg.get_string("log.level"), node_name});
 
-
   caf::actor_system_config caf_cfg;
   caf_cfg.load<caf::io::middleman>();
   catalog_.apply_to(caf_cfg);
@@ -460,12 +459,12 @@ int node::run(int argc, char** argv) {
                  },
                  restart_policy::permanent}};
   if (db)
-    root_children.push_back(child_spec{
-        "store",
-        [db](caf::actor_system& s) {
-          return caf::actor_cast<caf::actor>(spawn_store_actor(s, db));
-        },
-        restart_policy::permanent});
+    root_children.push_back(child_spec{"store",
+                                       [db](caf::actor_system& s) {
+                                         return caf::actor_cast<caf::actor>(
+                                             spawn_store_actor(s, db));
+                                       },
+                                       restart_policy::permanent});
   root_children.push_back(supervisor_child(
       "services", supervisor_settings_from(cfg, restart_strategy::one_for_one),
       std::move(workload)));

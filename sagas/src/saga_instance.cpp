@@ -158,7 +158,7 @@ void notify(self_ptr self) {
       now - st.last_progress_ns >= 1'000'000'000) {
     st.last_progress_ns = now;
     st.last_progress_status = st.s.status;
-    saga_progress p{st.s.id,        st.s.status,  current_step(st.s),
+    saga_progress p{st.s.id,         st.s.status,  current_step(st.s),
                     st.s.updated_ns, st.first_seq, st.next_seq};
     self->send(caf::actor_cast<saga_manager_actor>(st.ctx->manager), call_context{},
                std::move(p));
@@ -181,7 +181,7 @@ void report_end(self_ptr self) {
       i->second->Observe(static_cast<double>(st.s.ended_ns - st.s.created_ns) / 1e9);
     m->in_flight->Decrement();
   }
-  auto log = st.s.status == saga_status::completed ? spdlog::level::debug
+  auto log = st.s.status == saga_status::completed             ? spdlog::level::debug
              : st.s.status == saga_status::failed_compensation ? spdlog::level::err
                                                                : spdlog::level::info;
   spdlog::log(log, "saga {} ({}) ended {}{}{}", st.s.id, st.s.type,
@@ -245,7 +245,7 @@ void flush(self_ptr self) {
                 rp.deliver(decorated(self->system(), *st.def, st.s));
               st.answer_cancel.clear();
             }
-            (void) was_initial;
+            (void)was_initial;
             notify(self);
             if (is_end_state(st.s.status)) {
               report_end(self);
@@ -280,9 +280,9 @@ void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt
   auto* m = step_metrics_of(self, i);
   if (m && !compensation) {
     if (auto it = st.sent_at.find(key); it != st.sent_at.end())
-      m->latency->Observe(std::chrono::duration<double>(
-                              std::chrono::steady_clock::now() - it->second)
-                              .count());
+      m->latency->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second)
+              .count());
   }
   const auto& name = st.steps[i]->name;
   if (!err) {
@@ -317,9 +317,9 @@ void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt
   }
   auto text = describe(err);
   const auto& retry = retry_of(self, i, compensation);
-  bool may_retry = attempt < retry.max_attempts &&
-                   (compensation || (st.s.status == saga_status::running &&
-                                     is_retryable(code)));
+  bool may_retry =
+      attempt < retry.max_attempts &&
+      (compensation || (st.s.status == saga_status::running && is_retryable(code)));
   if (may_retry) {
     auto [it, fresh] = st.backoffs.try_emplace(key, retry.backoff);
     auto delay = it->second.next(retry_rng());
@@ -386,10 +386,9 @@ void send_call(self_ptr self, size_t i, bool compensation) {
   } catch (const std::exception& e) {
     // A builder that throws fails its step at once: retrying rebuilds the same.
     auto retry = retry_of(self, i, compensation);
-    on_step_answer(self, i, compensation, compensation ? retry.max_attempts : attempt, {},
-                   {},
-                   make_error(errc::bad_input,
-                              std::string{"request builder failed: "} + e.what()));
+    on_step_answer(
+        self, i, compensation, compensation ? retry.max_attempts : attempt, {}, {},
+        make_error(errc::bad_input, std::string{"request builder failed: "} + e.what()));
     return;
   }
   st.in_flight.insert(key);
@@ -483,7 +482,7 @@ void advance(self_ptr self) {
   for (auto& rec : st.s.steps)
     failed |= rec.status == step_status::compensation_failed;
   auto ev = make_event(saga_log::event_kind::ended);
-  ev.status = failed                ? saga_status::failed_compensation
+  ev.status = failed                  ? saga_status::failed_compensation
               : st.s.cancel_requested ? saga_status::cancelled
                                       : saga_status::compensated;
   push(self, std::move(ev));

@@ -39,15 +39,15 @@ struct event {
   std::string step;
   uint32_t attempt = 0;
   int64_t at_ns = 0;
-  std::string data; ///< reply bytes, error text or reason
+  std::string data;                          ///< reply bytes, error text or reason
   saga_status status = saga_status::running; ///< for `ended`
   bool cancel = false;                       ///< for `compensation_requested`
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, event& x) {
-  return f(caf::meta::type_name("saga_event"), x.kind, x.step, x.attempt, x.at_ns,
-           x.data, x.status, x.cancel);
+  return f(caf::meta::type_name("saga_event"), x.kind, x.step, x.attempt, x.at_ns, x.data,
+           x.status, x.cancel);
 }
 
 /// "i/<id>/" — every record of one instance starts with it.

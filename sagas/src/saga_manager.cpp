@@ -26,9 +26,8 @@ using saga_tick_atom = caf::atom_constant<caf::atom("sgtick")>;
 using resume_more_atom = caf::atom_constant<caf::atom("sgmore")>;
 
 // The manager's own interface: the public API plus its timers.
-using manager_actor =
-    saga_manager_actor::extend<caf::reacts_to<saga_tick_atom>,
-                               caf::reacts_to<resume_more_atom>>;
+using manager_actor = saga_manager_actor::extend<caf::reacts_to<saga_tick_atom>,
+                                                 caf::reacts_to<resume_more_atom>>;
 
 struct entry {
   std::string type;
@@ -42,7 +41,8 @@ struct entry {
   caf::actor live;
   uint32_t crashes = 0;
   bool stall_reported = false;
-  std::shared_ptr<const saga_snapshot> parked; ///< kept for queries: no definition runs it
+  std::shared_ptr<const saga_snapshot>
+      parked; ///< kept for queries: no definition runs it
 };
 
 struct recovered {
@@ -102,8 +102,7 @@ std::string new_saga_id(std::mt19937_64& rng, const std::string& owner) {
 
 std::string new_key(std::mt19937_64& rng) {
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx",
-                static_cast<unsigned long long>(rng()),
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
                 static_cast<unsigned long long>(rng()));
   return buf;
 }
@@ -210,8 +209,8 @@ void load_stored(self_ptr self, const std::string& id,
             std::string error;
             auto s = fold(self->system(), page, error);
             if (!s) {
-              then(make_error(errc::internal, "saga log of " + id + " is unreadable: " +
-                                                  error));
+              then(make_error(errc::internal,
+                              "saga log of " + id + " is unreadable: " + error));
               return;
             }
             if (auto def = find_def(self, s->type, s->version))
@@ -223,7 +222,8 @@ void load_stored(self_ptr self, const std::string& id,
 }
 
 caf::actor spawn_live(self_ptr self, std::shared_ptr<const saga_definition> def,
-                      saga_snapshot s, uint64_t first_seq, uint64_t next_seq, bool fresh) {
+                      saga_snapshot s, uint64_t first_seq, uint64_t next_seq,
+                      bool fresh) {
   auto& st = self->state;
   auto id = s.id;
   auto inst = spawn_instance(self, st.ctx, std::move(def), std::move(s), first_seq,
@@ -239,8 +239,9 @@ void start_here(self_ptr self, const call_context& ctx, start_saga cmd,
   auto& st = self->state;
   auto versions = st.defs.find(cmd.type);
   if (versions == st.defs.end()) {
-    rp.deliver(make_error(errc::not_found, "unknown saga type '" + cmd.type +
-                                               "'; this node runs: " + known_types(self)));
+    rp.deliver(
+        make_error(errc::not_found, "unknown saga type '" + cmd.type +
+                                        "'; this node runs: " + known_types(self)));
     return;
   }
   auto def = versions->second.rbegin()->second;
@@ -250,8 +251,11 @@ void start_here(self_ptr self, const call_context& ctx, start_saga cmd,
     auto& e = st.entries.at(id);
     if (e.live) {
       self->request(e.live, std::chrono::seconds(10), inspect_atom::value)
-          .then([=](saga_snapshot& s) mutable { rp.deliver(saga_started{std::move(s), false}); },
-                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          .then(
+              [=](saga_snapshot& s) mutable {
+                rp.deliver(saga_started{std::move(s), false});
+              },
+              [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
     } else {
       load_stored(self, id, [=](caf::expected<saga_snapshot> s) mutable {
         if (s)
@@ -295,9 +299,8 @@ caf::result<saga_started> on_start(self_ptr self, const call_context& ctx,
     owner = me(self);
   if (owner != me(self)) {
     if (cmd.forwarded)
-      return make_error(errc::internal,
-                        "a forwarded saga start names owner '" + owner +
-                            "': sagas.owners differs between nodes");
+      return make_error(errc::internal, "a forwarded saga start names owner '" + owner +
+                                            "': sagas.owners differs between nodes");
     auto rp = self->make_response_promise();
     cmd.forwarded = true;
     forward_to(self, rp, owner, ctx, std::move(cmd));
@@ -321,12 +324,13 @@ void ask_live(self_ptr self, caf::response_promise rp, const caf::actor& live,
   self->request(live, std::chrono::seconds(10), xs...)
       .then([rp](Reply& r) mutable { rp.deliver(std::move(r)); },
             [=](caf::error&) mutable {
-              load_stored(self, id, [rp, from_stored](caf::expected<saga_snapshot> s) mutable {
-                if (s)
-                  rp.deliver(from_stored(std::move(*s)));
-                else
-                  rp.deliver(std::move(s.error()));
-              });
+              load_stored(self, id,
+                          [rp, from_stored](caf::expected<saga_snapshot> s) mutable {
+                            if (s)
+                              rp.deliver(from_stored(std::move(*s)));
+                            else
+                              rp.deliver(std::move(s.error()));
+                          });
             });
 }
 
@@ -372,7 +376,8 @@ void by_id(self_ptr self, const call_context& ctx, const std::string& id, bool f
   });
 }
 
-saga_page list_here(self_ptr self, const list_sagas& q, std::optional<saga_status> status) {
+saga_page list_here(self_ptr self, const list_sagas& q,
+                    std::optional<saga_status> status) {
   saga_page page;
   auto& entries = self->state.entries;
   auto it = q.page_token.empty() ? entries.begin() : entries.upper_bound(q.page_token);
@@ -427,11 +432,14 @@ caf::result<saga_page> on_list(self_ptr self, const call_context& ctx, list_saga
             auto finish = [=]() mutable {
               auto& v = g->merged.sagas;
               std::sort(v.begin(), v.end(),
-                        [](const saga_summary& a, const saga_summary& b) { return a.id < b.id; });
+                        [](const saga_summary& a, const saga_summary& b) {
+                          return a.id < b.id;
+                        });
               bool more = g->more || v.size() > q.page_size;
               if (v.size() > q.page_size)
                 v.resize(q.page_size);
-              g->merged.next_page_token = more && !v.empty() ? v.back().id : std::string{};
+              g->merged.next_page_token =
+                  more && !v.empty() ? v.back().id : std::string{};
               rp.deliver(std::move(g->merged));
             };
             if (peers.empty()) {
@@ -488,7 +496,8 @@ void resume_some(self_ptr self);
 void resume(self_ptr self, recovered r, std::string force_reason) {
   auto& st = self->state;
   auto def = find_def(self, r.snapshot->type, r.snapshot->version);
-  auto inst = spawn_live(self, def, std::move(*r.snapshot), r.first_seq, r.next_seq, false);
+  auto inst =
+      spawn_live(self, def, std::move(*r.snapshot), r.first_seq, r.next_seq, false);
   ++st.resuming;
   self->request(inst, caf::infinite, resume_atom::value, std::move(force_reason))
       .then(
@@ -645,16 +654,22 @@ void sweep(self_ptr self) {
     }
   }
   if (!batch.empty()) {
-    self->request(st.ctx->store, caf::infinite, store_commit_atom::value, std::move(batch))
-        .then([removed](caf::ok_atom) { spdlog::info("removed {} finished sagas past "
-                                                     "their retention", removed); },
-              [](caf::error& err) {
-                spdlog::warn("removing expired sagas failed: {}", describe(err));
-              });
+    self->request(st.ctx->store, caf::infinite, store_commit_atom::value,
+                  std::move(batch))
+        .then(
+            [removed](caf::ok_atom) {
+              spdlog::info("removed {} finished sagas past "
+                           "their retention",
+                           removed);
+            },
+            [](caf::error& err) {
+              spdlog::warn("removing expired sagas failed: {}", describe(err));
+            });
   }
   auto stall = st.ctx->settings.stall_after.count();
   for (auto& [id, e] : st.entries) {
-    if (!e.live || is_end_state(e.status) || e.stall_reported || now - e.updated_ns < stall)
+    if (!e.live || is_end_state(e.status) || e.stall_reported ||
+        now - e.updated_ns < stall)
       continue;
     e.stall_reported = true;
     st.rm.stalled->Increment();
@@ -681,10 +696,11 @@ recovery_metrics make_recovery_metrics() {
                             .Name("troupe_saga_parked")
                             .Help("Sagas whose definition version is not registered.")
                             .Register(reg);
-  static auto& stalled = prometheus::BuildGauge()
-                             .Name("troupe_saga_stalled")
-                             .Help("Running sagas without progress for sagas.stall_after.")
-                             .Register(reg);
+  static auto& stalled =
+      prometheus::BuildGauge()
+          .Name("troupe_saga_stalled")
+          .Help("Running sagas without progress for sagas.stall_after.")
+          .Register(reg);
   return {&pending.Add({}), &resumed.Add({}), &corrupt.Add({}), &parked.Add({}),
           &stalled.Add({})};
 }
@@ -699,11 +715,10 @@ std::shared_ptr<type_metrics> make_type_metrics(const saga_definition& def) {
                            .Name("troupe_saga_ended_total")
                            .Help("Sagas that reached an end state, per type and state.")
                            .Register(reg);
-  static auto& duration =
-      prometheus::BuildHistogram()
-          .Name("troupe_saga_duration_seconds")
-          .Help("Time from start to end state, per type and state.")
-          .Register(reg);
+  static auto& duration = prometheus::BuildHistogram()
+                              .Name("troupe_saga_duration_seconds")
+                              .Help("Time from start to end state, per type and state.")
+                              .Register(reg);
   static auto& in_flight = prometheus::BuildGauge()
                                .Name("troupe_saga_in_flight")
                                .Help("Saga instances running or compensating, per type.")
@@ -795,7 +810,8 @@ manager(self_ptr self, saga_settings settings,
               r.id = id;
               r.snapshot = std::move(s);
               std::string ignored;
-              saga_log::parse_record_key(page.entries.front().first, ignored, r.first_seq);
+              saga_log::parse_record_key(page.entries.front().first, ignored,
+                                         r.first_seq);
               saga_log::parse_record_key(page.entries.back().first, ignored, r.next_seq);
               ++r.next_seq;
               resume(self, std::move(r),
@@ -826,40 +842,40 @@ manager(self_ptr self, saga_settings settings,
                    [self](const call_context& ctx, const start_saga& cmd) {
                      return on_start(self, ctx, cmd);
                    }),
-      wrap_handler(actor_name, m,
-                   [self](const call_context& ctx,
-                          const get_saga& q) -> caf::result<saga_snapshot> {
-                     auto rp = self->make_response_promise();
-                     auto id = q.id;
-                     std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
-                       return s;
-                     };
-                     by_id<saga_snapshot>(
-                         self, ctx, id, q.forwarded, get_saga{id, true},
-                         [self, id, same](caf::response_promise& rp, const caf::actor& live) {
-                           ask_live<saga_snapshot>(self, rp, live, id, same,
-                                                   inspect_atom::value);
-                         },
-                         same, rp);
-                     return rp;
-                   }),
-      wrap_handler(actor_name, m,
-                   [self](const call_context& ctx,
-                          const cancel_saga& q) -> caf::result<saga_snapshot> {
-                     auto rp = self->make_response_promise();
-                     auto id = q.id;
-                     std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
-                       return s;
-                     };
-                     by_id<saga_snapshot>(
-                         self, ctx, id, q.forwarded, cancel_saga{id, true},
-                         [self, id, same](caf::response_promise& rp, const caf::actor& live) {
-                           ask_live<saga_snapshot>(self, rp, live, id, same,
-                                                   cancel_atom::value);
-                         },
-                         same, rp);
-                     return rp;
-                   }),
+      wrap_handler(
+          actor_name, m,
+          [self](const call_context& ctx,
+                 const get_saga& q) -> caf::result<saga_snapshot> {
+            auto rp = self->make_response_promise();
+            auto id = q.id;
+            std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
+              return s;
+            };
+            by_id<saga_snapshot>(
+                self, ctx, id, q.forwarded, get_saga{id, true},
+                [self, id, same](caf::response_promise& rp, const caf::actor& live) {
+                  ask_live<saga_snapshot>(self, rp, live, id, same, inspect_atom::value);
+                },
+                same, rp);
+            return rp;
+          }),
+      wrap_handler(
+          actor_name, m,
+          [self](const call_context& ctx,
+                 const cancel_saga& q) -> caf::result<saga_snapshot> {
+            auto rp = self->make_response_promise();
+            auto id = q.id;
+            std::function<saga_snapshot(saga_snapshot)> same = [](saga_snapshot s) {
+              return s;
+            };
+            by_id<saga_snapshot>(
+                self, ctx, id, q.forwarded, cancel_saga{id, true},
+                [self, id, same](caf::response_promise& rp, const caf::actor& live) {
+                  ask_live<saga_snapshot>(self, rp, live, id, same, cancel_atom::value);
+                },
+                same, rp);
+            return rp;
+          }),
       wrap_handler(actor_name, m,
                    [self](const call_context& ctx, const list_sagas& q) {
                      return on_list(self, ctx, q);
@@ -942,8 +958,7 @@ void add_sagas(node& n, std::vector<std::shared_ptr<const saga_definition>> defi
   add_saga_messages(n.messages());
   declare_saga_config(n.schema());
   n.service<saga_manager_actor>(
-      saga_manager_name,
-      [definitions](caf::actor_system& sys, const config& cfg) {
+      saga_manager_name, [definitions](caf::actor_system& sys, const config& cfg) {
         return spawn_saga_manager(sys, saga_settings_from(cfg), definitions);
       });
   n.needs_store(saga_manager_name);

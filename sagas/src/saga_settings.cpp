@@ -87,13 +87,14 @@ saga_settings saga_settings_from(const config& cfg) {
     for (auto& o : s.owners)
       listed |= o == s.node_name;
     if (!listed)
-      throw config_error("sagas.owners", "sagas.owners does not list this node ('" +
-                                             s.node_name + "')");
+      throw config_error("sagas.owners",
+                         "sagas.owners does not list this node ('" + s.node_name + "')");
   }
   s.step_timeout = cfg.get_duration("sagas.step_timeout");
   s.deadline = cfg.get_duration("sagas.deadline");
   auto max_backoff = cfg.get_duration("sagas.max_backoff");
-  s.step_retry.max_attempts = static_cast<uint32_t>(cfg.get_int("sagas.step_max_attempts"));
+  s.step_retry.max_attempts =
+      static_cast<uint32_t>(cfg.get_int("sagas.step_max_attempts"));
   s.step_retry.backoff = {backoff_strategy::exponential_full_jitter,
                           cfg.get_duration("sagas.step_backoff"), max_backoff, 2.0};
   s.compensation_retry.max_attempts =

@@ -5,8 +5,8 @@ namespace troupe {
 namespace {
 
 constexpr saga_status all_statuses[] = {
-    saga_status::running,   saga_status::compensating,        saga_status::parked,
-    saga_status::completed, saga_status::compensated,         saga_status::failed_compensation,
+    saga_status::running,   saga_status::compensating, saga_status::parked,
+    saga_status::completed, saga_status::compensated,  saga_status::failed_compensation,
     saga_status::cancelled,
 };
 

@@ -142,8 +142,8 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
   auto node = cfg.get_string("node.name");
   return sys.spawn([=](inventory_actor::stateful_pointer<inventory_state> self) {
     for (auto& [sku, price] : prices) {
-      bool never = std::find(unavailable.begin(), unavailable.end(), sku) !=
-                   unavailable.end();
+      bool never =
+          std::find(unavailable.begin(), unavailable.end(), sku) != unavailable.end();
       self->state.stock[sku] = never ? 0 : initial;
     }
     return troupe::serve(
@@ -156,7 +156,8 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
                 if (left < cmd.quantity)
                   return troupe::make_error(errc::rejected, cmd.sku + " is out of stock");
                 left -= cmd.quantity;
-                stock_reserved r{unique_id("res", node, ++st.next), cmd.sku, cmd.quantity};
+                stock_reserved r{unique_id("res", node, ++st.next), cmd.sku,
+                                 cmd.quantity};
                 st.reservations[r.reservation_id] = r;
                 tx.put(store_column::state, "inventory/stock/" + cmd.sku,
                        std::to_string(left));
@@ -180,7 +181,9 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
                 return stock_released{cmd.reservation_id};
               });
         },
-        [=](const audit_applications&) { return applications{self->state.applied.by_key}; });
+        [=](const audit_applications&) {
+          return applications{self->state.applied.by_key};
+        });
   });
 }
 
@@ -253,10 +256,10 @@ payment_actor spawn_payment(caf::actor_system& sys, const troupe::config& cfg) {
               self, key_ctx, [=](write_batch& tx) -> caf::expected<card_charged> {
                 auto& st = self->state;
                 if (cmd.amount_cents > limit)
-                  return troupe::make_error(errc::rejected, "card declined: " +
-                                                                std::to_string(
-                                                                    cmd.amount_cents) +
-                                                                " cents is over the limit");
+                  return troupe::make_error(
+                      errc::rejected,
+                      "card declined: " + std::to_string(cmd.amount_cents) +
+                          " cents is over the limit");
                 card_charged c{unique_id("pay", node, ++st.next), cmd.amount_cents};
                 st.charges[c.payment_id] = c;
                 tx.put(store_column::state, "payment/charge/" + c.payment_id,
@@ -275,7 +278,9 @@ payment_actor spawn_payment(caf::actor_system& sys, const troupe::config& cfg) {
                 return payment_refunded{cmd.payment_id};
               });
         },
-        [=](const audit_applications&) { return applications{self->state.applied.by_key}; });
+        [=](const audit_applications&) {
+          return applications{self->state.applied.by_key};
+        });
   });
 }
 
@@ -294,7 +299,9 @@ shipping_actor spawn_shipping(caf::actor_system& sys, const troupe::config& cfg)
                 return s;
               });
         },
-        [=](const audit_applications&) { return applications{self->state.applied.by_key}; });
+        [=](const audit_applications&) {
+          return applications{self->state.applied.by_key};
+        });
   });
 }
 

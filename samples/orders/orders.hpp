@@ -154,9 +154,9 @@ using orders_actor = troupe::service<troupe::handles<validate_order, order_valid
 using inventory_actor =
     troupe::service<troupe::handles<reserve_stock, stock_reserved>,
                     troupe::handles<release_stock, stock_released>, audited>;
-using payment_actor = troupe::service<troupe::handles<charge_card, card_charged>,
-                                      troupe::handles<refund_payment, payment_refunded>,
-                                      audited>;
+using payment_actor =
+    troupe::service<troupe::handles<charge_card, card_charged>,
+                    troupe::handles<refund_payment, payment_refunded>, audited>;
 using shipping_actor =
     troupe::service<troupe::handles<schedule_shipment, shipment_scheduled>, audited>;
 

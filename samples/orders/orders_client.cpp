@@ -70,7 +70,9 @@ void finish_one(client_ptr self, const saga_snapshot& s, int64_t count) {
   if (st.done == count) {
     auto& v = st.latencies_ms;
     std::sort(v.begin(), v.end());
-    auto pct = [&](double p) { return v.empty() ? 0.0 : v[static_cast<size_t>(p * (v.size() - 1))]; };
+    auto pct = [&](double p) {
+      return v.empty() ? 0.0 : v[static_cast<size_t>(p * (v.size() - 1))];
+    };
     std::string summary;
     for (auto& [status, n] : st.ended)
       summary += (summary.empty() ? "" : ", ") + std::to_string(n) + " " + status;
@@ -141,7 +143,9 @@ caf::actor spawn_orders_client(caf::actor_system& sys, const troupe::config& cfg
                              concurrency);
                 self->send(self, next_atom::value);
               },
-              [=](caf::error&) { self->delayed_send(self, 200ms, retry_start_atom::value, int64_t{0}); });
+              [=](caf::error&) {
+                self->delayed_send(self, 200ms, retry_start_atom::value, int64_t{0});
+              });
     };
     find();
     return {
@@ -194,7 +198,8 @@ void audit_service(caf::stateful_actor<auditor_state>* self, const std::string& 
                       }
                     },
                     [=](caf::error& err) {
-                      spdlog::error("audit of {} failed: {}", name, troupe::describe(err));
+                      spdlog::error("audit of {} failed: {}", name,
+                                    troupe::describe(err));
                     });
           },
           [=](caf::error& err) {

@@ -54,8 +54,8 @@ std::string address(uint16_t port) {
 }
 
 struct audit {
-  std::map<std::string, std::string> saga_status;    // by saga id
-  std::map<std::string, int> applied;                // by idempotency key
+  std::map<std::string, std::string> saga_status; // by saga id
+  std::map<std::string, int> applied;             // by idempotency key
 };
 
 audit read_audit(node_process& auditor) {
@@ -87,17 +87,24 @@ TEST_CASE("sagas survive kill -9 of their node: every saga ends, no step is appl
   const int orders = 200;
   auto services = start_node(
       "v",
-      strings{"--services.enabled", "[orders, inventory, payment, shipping]", "--store.path",
-              (dir.path() / "v").string(), "--payment.latency", "20ms"} +
+      strings{"--services.enabled", "[orders, inventory, payment, shipping]",
+              "--store.path", (dir.path() / "v").string(), "--payment.latency", "20ms"} +
           fast_detector,
       within(patience));
-  auto saga_args = strings{"--cluster.port",      std::to_string(saga_port),
-                           "--cluster.seeds",     services.cluster_address(),
-                           "--services.enabled",  "[sagas, orders_client]",
-                           "--store.path",        (dir.path() / "s").string(),
-                           "--orders_client.count", std::to_string(orders),
-                           "--orders_client.concurrency", "64",
-                           "--sagas.step_backoff", "50ms"} +
+  auto saga_args = strings{"--cluster.port",
+                           std::to_string(saga_port),
+                           "--cluster.seeds",
+                           services.cluster_address(),
+                           "--services.enabled",
+                           "[sagas, orders_client]",
+                           "--store.path",
+                           (dir.path() / "s").string(),
+                           "--orders_client.count",
+                           std::to_string(orders),
+                           "--orders_client.concurrency",
+                           "64",
+                           "--sagas.step_backoff",
+                           "50ms"} +
                    fast_detector;
   std::mt19937 rng{Catch::rngSeed()};
   size_t resumed = 0;
@@ -114,15 +121,16 @@ TEST_CASE("sagas survive kill -9 of their node: every saga ends, no step is appl
     // Kill it at a random moment while new orders are in flight (a restarted
     // client first replays the orders it already started: those do not count).
     auto wanted = std::uniform_int_distribution<size_t>{5, 40}(rng);
-    REQUIRE(eventually(within(patience),
-                       [&] { return node->count_lines(" started as saga ") >= wanted; }, 2ms));
+    REQUIRE(eventually(
+        within(patience),
+        [&] { return node->count_lines(" started as saga ") >= wanted; }, 2ms));
     node->kill(SIGKILL);
     REQUIRE(node->wait_exit(within(patience)) == 128 + SIGKILL);
     count_resumed(*node.process);
   }
   auto last = start_node("s", saga_args, within(patience));
-  REQUIRE(last->wait_for_line("orders client finished: " + std::to_string(orders) + " orders",
-                              within(240s)));
+  REQUIRE(last->wait_for_line(
+      "orders client finished: " + std::to_string(orders) + " orders", within(240s)));
 
   count_resumed(*last.process);
   // The kills interrupted sagas, which the restarted node resumed.
@@ -169,17 +177,23 @@ TEST_CASE("a saga runs only on its owner: starts sent to any node are forwarded,
           "while the owner is down its sagas wait instead of running elsewhere",
           "[cluster][slow]") {
   temp_dir dir;
-  std::map<std::string, uint16_t> ports{{"a", free_port()}, {"b", free_port()},
-                                        {"c", free_port()}};
+  std::map<std::string, uint16_t> ports{
+      {"a", free_port()}, {"b", free_port()}, {"c", free_port()}};
   auto args_for = [&](const std::string& name, int count) {
-    return strings{"--cluster.port",        std::to_string(ports[name]),
-                   "--cluster.seeds",       address(ports["a"]),
+    return strings{"--cluster.port",
+                   std::to_string(ports[name]),
+                   "--cluster.seeds",
+                   address(ports["a"]),
                    "--services.enabled",
                    "[sagas, orders, inventory, payment, shipping, orders_client]",
-                   "--store.path",          (dir.path() / name).string(),
-                   "--sagas.owners",        "[a, b, c]",
-                   "--orders_client.count", std::to_string(count),
-                   "--orders_client.key_prefix", "from-" + name} +
+                   "--store.path",
+                   (dir.path() / name).string(),
+                   "--sagas.owners",
+                   "[a, b, c]",
+                   "--orders_client.count",
+                   std::to_string(count),
+                   "--orders_client.key_prefix",
+                   "from-" + name} +
            fast_detector;
   };
   std::map<std::string, running_node> nodes;
@@ -207,14 +221,13 @@ TEST_CASE("a saga runs only on its owner: starts sent to any node are forwarded,
   // naming the owner, and run nowhere else.
   nodes.at("c")->kill(SIGKILL);
   REQUIRE(nodes.at("c")->wait_exit(within(patience)));
-  auto client = start_node("x",
-                           strings{"--services.enabled", "[orders_client]",
-                                   "--cluster.seeds", address(ports["a"]),
-                                   "--orders_client.count", "30",
-                                   "--orders_client.key_prefix", "later",
-                                   "--orders_client.fail_every", "0"} +
-                               fast_detector,
-                           within(patience));
+  auto client = start_node(
+      "x",
+      strings{"--services.enabled", "[orders_client]", "--cluster.seeds",
+              address(ports["a"]), "--orders_client.count", "30",
+              "--orders_client.key_prefix", "later", "--orders_client.fail_every", "0"} +
+          fast_detector,
+      within(patience));
   REQUIRE(client->wait_for_line("saga owner node 'c' is unreachable", within(patience)));
   for (auto name : {"a", "b"})
     CHECK(nodes.at(name)->count_lines(".c (order_processing) ended") == 0);
@@ -232,10 +245,14 @@ TEST_CASE("a node with a store stops gracefully on SIGTERM and its sagas resume 
   temp_dir dir;
   auto args = strings{"--services.enabled",
                       "[sagas, orders, inventory, payment, shipping, orders_client]",
-                      "--store.path",        (dir.path() / "s").string(),
-                      "--payment.latency",   "200ms",
-                      "--orders_client.count", "8",
-                      "--orders_client.fail_every", "0"} +
+                      "--store.path",
+                      (dir.path() / "s").string(),
+                      "--payment.latency",
+                      "200ms",
+                      "--orders_client.count",
+                      "8",
+                      "--orders_client.fail_every",
+                      "0"} +
               fast_detector;
   auto node = start_node("s", args, within(patience));
   REQUIRE(node->wait_for_line(" started as saga ", within(patience)));

@@ -46,12 +46,20 @@ struct outcome {
   errc code = errc::internal;
 };
 
-outcome reply() { return {act::reply}; }
-outcome fail(errc code) { return {act::fail, code}; }
+outcome reply() {
+  return {act::reply};
+}
+outcome fail(errc code) {
+  return {act::fail, code};
+}
 /// Never answers: the caller's timeout ends the call.
-outcome hang() { return {act::hang}; }
+outcome hang() {
+  return {act::hang};
+}
 /// Answers when the test calls `world::release`.
-outcome hold() { return {act::hold}; }
+outcome hold() {
+  return {act::hold};
+}
 
 /// One request a service received.
 struct received {
@@ -132,7 +140,8 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 template <class Self>
 void accept_release(Self* self, std::shared_ptr<world> w, const char* service) {
   self->set_default_handler(
-      [w, service](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
+      [w, service](caf::scheduled_actor*,
+                   caf::message_view& x) -> caf::result<caf::message> {
         if (x.content().template match_elements<release_atom>()) {
           w->release(service);
           return caf::message{};
@@ -153,7 +162,8 @@ auto recorded(Self* self, std::shared_ptr<world> w, const char* service, Make ma
   return [self, w, service, make](const troupe::call_context& ctx,
                                   const Request& req) -> caf::result<Reply> {
     auto type = type_name_of(req);
-    w->log.push_back(received{service, type, ctx.idempotency_key, caf::make_message(req)});
+    w->log.push_back(
+        received{service, type, ctx.idempotency_key, caf::make_message(req)});
     auto o = w->next(type);
     switch (o.what) {
     case act::reply:
@@ -176,72 +186,78 @@ auto recorded(Self* self, std::shared_ptr<world> w, const char* service, Make ma
 inventory_actor::behavior_type inventory(inventory_actor::pointer self,
                                          std::shared_ptr<world> w) {
   accept_release(self, w, "inventory");
-  return troupe::serve(self,
-                       recorded<stock_reserved, reserve_stock>(
-                           self, w, "inventory",
-                           [w](const reserve_stock&) { return stock_reserved{w->fresh("res")}; }),
-                       recorded<stock_released, release_stock>(
-                           self, w, "inventory", [](const release_stock& r) {
-                             return stock_released{r.reservation_id};
-                           }));
+  return troupe::serve(
+      self,
+      recorded<stock_reserved, reserve_stock>(
+          self, w, "inventory",
+          [w](const reserve_stock&) { return stock_reserved{w->fresh("res")}; }),
+      recorded<stock_released, release_stock>(
+          self, w, "inventory",
+          [](const release_stock& r) { return stock_released{r.reservation_id}; }));
 }
 
-payment_actor::behavior_type payment(payment_actor::pointer self, std::shared_ptr<world> w) {
+payment_actor::behavior_type payment(payment_actor::pointer self,
+                                     std::shared_ptr<world> w) {
   accept_release(self, w, "payment");
   return troupe::serve(
       self,
       recorded<card_charged, charge_card>(
-          self, w, "payment", [w](const charge_card&) { return card_charged{w->fresh("chg")}; }),
-      recorded<card_refunded, refund_card>(
-          self, w, "payment", [](const refund_card& r) { return card_refunded{r.charge_id}; }));
+          self, w, "payment",
+          [w](const charge_card&) { return card_charged{w->fresh("chg")}; }),
+      recorded<card_refunded, refund_card>(self, w, "payment", [](const refund_card& r) {
+        return card_refunded{r.charge_id};
+      }));
 }
 
-shipping_actor::behavior_type shipping(shipping_actor::pointer self, std::shared_ptr<world> w) {
+shipping_actor::behavior_type shipping(shipping_actor::pointer self,
+                                       std::shared_ptr<world> w) {
   accept_release(self, w, "shipping");
-  return troupe::serve(self,
-                       recorded<shipment_scheduled, schedule_shipment>(
-                           self, w, "shipping",
-                           [w](const schedule_shipment&) {
-                             return shipment_scheduled{w->fresh("shp")};
-                           }),
-                       recorded<shipment_cancelled, cancel_shipment>(
-                           self, w, "shipping", [](const cancel_shipment& r) {
-                             return shipment_cancelled{r.shipment_id};
-                           }));
+  return troupe::serve(
+      self,
+      recorded<shipment_scheduled, schedule_shipment>(
+          self, w, "shipping",
+          [w](const schedule_shipment&) { return shipment_scheduled{w->fresh("shp")}; }),
+      recorded<shipment_cancelled, cancel_shipment>(
+          self, w, "shipping",
+          [](const cancel_shipment& r) { return shipment_cancelled{r.shipment_id}; }));
 }
 
-receipts_actor::behavior_type receipts(receipts_actor::pointer self, std::shared_ptr<world> w) {
+receipts_actor::behavior_type receipts(receipts_actor::pointer self,
+                                       std::shared_ptr<world> w) {
   accept_release(self, w, "receipts");
   return troupe::serve(
       self,
       recorded<receipt_sent, send_receipt>(
-          self, w, "receipts", [w](const send_receipt&) { return receipt_sent{w->fresh("rcp")}; }),
+          self, w, "receipts",
+          [w](const send_receipt&) { return receipt_sent{w->fresh("rcp")}; }),
       recorded<receipt_voided, void_receipt>(
           self, w, "receipts",
           [](const void_receipt& r) { return receipt_voided{r.receipt_id}; }));
 }
 
-loyalty_actor::behavior_type loyalty(loyalty_actor::pointer self, std::shared_ptr<world> w) {
+loyalty_actor::behavior_type loyalty(loyalty_actor::pointer self,
+                                     std::shared_ptr<world> w) {
   accept_release(self, w, "loyalty");
-  return troupe::serve(self,
-                       recorded<points_awarded, award_points>(
-                           self, w, "loyalty",
-                           [w](const award_points&) { return points_awarded{w->fresh("pts")}; }),
-                       recorded<points_revoked, revoke_points>(
-                           self, w, "loyalty",
-                           [](const revoke_points& r) { return points_revoked{r.award_id}; }));
+  return troupe::serve(
+      self,
+      recorded<points_awarded, award_points>(
+          self, w, "loyalty",
+          [w](const award_points&) { return points_awarded{w->fresh("pts")}; }),
+      recorded<points_revoked, revoke_points>(
+          self, w, "loyalty",
+          [](const revoke_points& r) { return points_revoked{r.award_id}; }));
 }
 
 fraud_actor::behavior_type fraud(fraud_actor::pointer self, std::shared_ptr<world> w) {
   accept_release(self, w, "fraud");
-  return troupe::serve(self,
-                       recorded<order_screened, screen_order>(
-                           self, w, "fraud",
-                           [w](const screen_order&) { return order_screened{w->fresh("scr")}; }),
-                       recorded<screening_cleared, clear_screening>(
-                           self, w, "fraud", [](const clear_screening& r) {
-                             return screening_cleared{r.screening_id};
-                           }));
+  return troupe::serve(
+      self,
+      recorded<order_screened, screen_order>(
+          self, w, "fraud",
+          [w](const screen_order&) { return order_screened{w->fresh("scr")}; }),
+      recorded<screening_cleared, clear_screening>(
+          self, w, "fraud",
+          [](const clear_screening& r) { return screening_cleared{r.screening_id}; }));
 }
 
 // -- saga definitions -----------------------------------------------------------
@@ -259,7 +275,9 @@ order_saga(std::string type = "order", charge_options charge = {},
       troupe::saga<order>(std::move(type), 1)
           .step(
               "reserve", troupe::via<inventory_actor>("inventory"),
-              [](const order& o) { return reserve_stock{o.order_id, o.sku, o.quantity}; },
+              [](const order& o) {
+                return reserve_stock{o.order_id, o.sku, o.quantity};
+              },
               troupe::compensate([](const order& o, const stock_reserved& r) {
                 return release_stock{o.order_id, r.reservation_id};
               }))
@@ -268,15 +286,18 @@ order_saga(std::string type = "order", charge_options charge = {},
               [](const order& o, const stock_reserved& r) {
                 return charge_card{o.order_id, o.amount, r.reservation_id};
               },
-              troupe::compensate([](const card_charged& c) { return refund_card{c.charge_id}; }),
-              troupe::step_timeout{charge.timeout}, troupe::step_retry{charge.attempts, 100ms})
+              troupe::compensate(
+                  [](const card_charged& c) { return refund_card{c.charge_id}; }),
+              troupe::step_timeout{charge.timeout},
+              troupe::step_retry{charge.attempts, 100ms})
           .step(
               "ship", troupe::via<shipping_actor>("shipping"),
               [](const order& o, const stock_reserved& r, const card_charged& c) {
                 return schedule_shipment{o.order_id, r.reservation_id, c.charge_id};
               },
-              troupe::compensate(
-                  [](const shipment_scheduled& s) { return cancel_shipment{s.shipment_id}; }))
+              troupe::compensate([](const shipment_scheduled& s) {
+                return cancel_shipment{s.shipment_id};
+              }))
           .step(
               "receipt", troupe::via<receipts_actor>("receipts"),
               [](const order& o, const card_charged& c, const shipment_scheduled& s) {
@@ -294,7 +315,9 @@ std::shared_ptr<const troupe::saga_definition> parallel_order_saga() {
   return troupe::saga<order>("parallel_order", 1)
       .step(
           "reserve", troupe::via<inventory_actor>("inventory"),
-          [](const order& o) { return reserve_stock{o.order_id, o.sku, o.quantity}; },
+          [](const order& o) {
+            return reserve_stock{o.order_id, o.sku, o.quantity};
+          },
           troupe::compensate([](const order& o, const stock_reserved& r) {
             return release_stock{o.order_id, r.reservation_id};
           }))
@@ -307,9 +330,12 @@ std::shared_ptr<const troupe::saga_definition> parallel_order_saga() {
                         [](const card_charged& c) { return refund_card{c.charge_id}; })),
                 troupe::step(
                     "points", troupe::via<loyalty_actor>("loyalty"),
-                    [](const order& o) { return award_points{o.order_id, o.amount / 10}; },
-                    troupe::compensate(
-                        [](const points_awarded& p) { return revoke_points{p.award_id}; })),
+                    [](const order& o) {
+                      return award_points{o.order_id, o.amount / 10};
+                    },
+                    troupe::compensate([](const points_awarded& p) {
+                      return revoke_points{p.award_id};
+                    })),
                 troupe::step(
                     "screen", troupe::via<fraud_actor>("fraud"),
                     [](const order& o) { return screen_order{o.order_id}; },
@@ -384,7 +410,8 @@ struct saga_fixture : troupe::test::deterministic {
                              troupe::make_start_saga(*sys, type, input, std::move(key)));
   }
 
-  saga_started started(const std::string& type, const order& input, std::string key = {}) {
+  saga_started started(const std::string& type, const order& input,
+                       std::string key = {}) {
     auto res = start(type, input, std::move(key));
     if (!res)
       FAIL("start_saga failed: " << troupe::describe(res.error()));
@@ -450,7 +477,8 @@ double metric_value(const std::string& family) {
     if (f.name == family) {
       double sum = 0;
       for (auto& m : f.metric)
-        sum += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+        sum +=
+            f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
       return sum;
     }
   return 0;
@@ -491,7 +519,8 @@ TEST_CASE("a four-step saga completes, calling each service once in order") {
 
 TEST_CASE("a step that fails compensates exactly the completed steps, last first") {
   auto failing = GENERATE(1, 2, 3, 4);
-  const strings forward{"reserve_stock", "charge_card", "schedule_shipment", "send_receipt"};
+  const strings forward{"reserve_stock", "charge_card", "schedule_shipment",
+                        "send_receipt"};
   const strings undo{"release_stock", "refund_card", "cancel_shipment", "void_receipt"};
   const strings names{"reserve", "charge", "ship", "receipt"};
   CAPTURE(failing);
@@ -518,7 +547,8 @@ TEST_CASE("a step that fails compensates exactly the completed steps, last first
   }
   // Each compensation carries its step's key with "/compensate".
   for (int k = failing - 1; k >= 1; --k)
-    CHECK(f.w->of(undo[k - 1])[0].idempotency_key == id + "/" + names[k - 1] + "/compensate");
+    CHECK(f.w->of(undo[k - 1])[0].idempotency_key ==
+          id + "/" + names[k - 1] + "/compensate");
 }
 
 TEST_CASE("a failing branch of a parallel group compensates the completed branches, "
@@ -824,8 +854,8 @@ TEST_CASE("a corrupt log record and an undefined saga type are set aside while o
   bytes += "\x12\x34\x56\x78";
   bytes += " not a record";
   troupe::write_batch garbage;
-  garbage.put(troupe::store_column::sagas, troupe::saga_log::record_key(corrupt, last + 1),
-              bytes);
+  garbage.put(troupe::store_column::sagas,
+              troupe::saga_log::record_key(corrupt, last + 1), bytes);
   REQUIRE(f.commit(std::move(garbage)).empty());
 
   auto unreadable_before = metric_value("troupe_saga_log_unreadable_total");
@@ -853,8 +883,9 @@ TEST_CASE("a corrupt log record and an undefined saga type are set aside while o
              [&](std::string_view, std::string_view) { return !(kept = true); });
   CHECK(kept);
   // Listing shows the parked saga.
-  auto page = f.ask<troupe::saga_page>(f.mgr, troupe::call_context{},
-                                       troupe::list_sagas{"type_a", "parked", 10, {}, false});
+  auto page =
+      f.ask<troupe::saga_page>(f.mgr, troupe::call_context{},
+                               troupe::list_sagas{"type_a", "parked", 10, {}, false});
   REQUIRE(page);
   REQUIRE(page->sagas.size() == 1);
   CHECK(page->sagas[0].id == of_a);

@@ -64,7 +64,7 @@ struct registry_entries {
 
 inline caf::behavior registry_stand_in(caf::event_based_actor* self,
                                        std::shared_ptr<registry_entries> entries) {
-  (void) self;
+  (void)self;
   return {
       [entries](find_service_atom, const std::string& name,
                 const std::vector<std::string>& interface) -> caf::result<caf::actor> {
@@ -166,9 +166,9 @@ struct deterministic {
   template <class Handle>
   void register_service(const std::string& name, const Handle& handle) {
     auto names = sys->message_types<Handle>();
-    entries->services[name] = registry_entries::entry{
-        caf::actor_cast<caf::actor>(handle),
-        std::vector<std::string>(names.begin(), names.end())};
+    entries->services[name] =
+        registry_entries::entry{caf::actor_cast<caf::actor>(handle),
+                                std::vector<std::string>(names.begin(), names.end())};
   }
 
   /// Stops one actor now (user_shutdown) and runs until it is gone.

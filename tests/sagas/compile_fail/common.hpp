@@ -13,7 +13,9 @@ inline auto reserve_step() {
   return troupe::saga<order>("order", 1)
       .step(
           "reserve", troupe::via<inventory_actor>("inventory"),
-          [](const order& o) { return reserve_stock{o.order_id, o.sku, o.quantity}; },
+          [](const order& o) {
+            return reserve_stock{o.order_id, o.sku, o.quantity};
+          },
           troupe::compensate([](const order& o, const stock_reserved& r) {
             return release_stock{o.order_id, r.reservation_id};
           }));

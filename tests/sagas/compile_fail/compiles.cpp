@@ -11,7 +11,8 @@ std::shared_ptr<const troupe::saga_definition> control() {
           [](const order& o, const stock_reserved& r) {
             return charge_card{o.order_id, o.amount, r.reservation_id};
           },
-          troupe::compensate([](const card_charged& c) { return refund_card{c.charge_id}; }))
+          troupe::compensate(
+              [](const card_charged& c) { return refund_card{c.charge_id}; }))
       .build();
 }
 

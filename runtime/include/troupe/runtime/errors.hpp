@@ -25,7 +25,7 @@ enum class errc : uint8_t {
   interface_mismatch,      ///< a service exists but speaks another interface
   internal,                ///< a bug or an unexpected failure
   cancelled,               ///< the caller withdrew the request
-  rejected,                ///< the service refused by its rules (out of stock); never retry
+  rejected, ///< the service refused by its rules (out of stock); never retry
 };
 
 /// The error category atom of troupe's codes.

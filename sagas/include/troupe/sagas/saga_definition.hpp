@@ -148,9 +148,9 @@ struct signature_reply {
 };
 
 template <class Request, class Reply>
-struct signature_reply<
-    caf::typed_mpi<caf::detail::type_list<call_context, Request>, caf::output_tuple<Reply>>,
-    Request> {
+struct signature_reply<caf::typed_mpi<caf::detail::type_list<call_context, Request>,
+                                      caf::output_tuple<Reply>>,
+                       Request> {
   static constexpr bool found = true;
   using type = Reply;
 };
@@ -173,8 +173,8 @@ template <class F>
 using builder_args = typename handler_traits<F>::args;
 
 template <class T>
-const T& decoded(caf::actor_system& sys, const std::string& bytes,
-                 std::optional<T>& slot, const char* what) {
+const T& decoded(caf::actor_system& sys, const std::string& bytes, std::optional<T>& slot,
+                 const char* what) {
   slot = decode<T>(sys, bytes);
   if (!slot)
     throw std::runtime_error(std::string{"cannot decode the recorded "} + what);
@@ -202,9 +202,9 @@ struct argument_source {
 };
 
 template <class Handle, class Request, class Reply>
-step_call make_call(std::string service,
-                    std::function<caf::message(caf::actor_system&, const saga_snapshot&)>
-                        build) {
+step_call
+make_call(std::string service,
+          std::function<caf::message(caf::actor_system&, const saga_snapshot&)> build) {
   step_call call;
   call.service = std::move(service);
   call.interface = [](caf::actor_system& sys) {
@@ -240,9 +240,10 @@ erase_builder(Build build, std::vector<std::string> sources, std::tuple<Args...>
   return [build, sources](caf::actor_system& sys, const saga_snapshot& s) {
     std::tuple<std::optional<Args>...> slots;
     return [&]<size_t... I>(std::index_sequence<I...>) {
-      return caf::make_message(build(argument_source<Input, Args>{sources[I]}.fetch(
-          sys, s, std::get<I>(slots))...));
-    }(std::index_sequence_for<Args...>{});
+      return caf::make_message(build(
+          argument_source<Input, Args>{sources[I]}.fetch(sys, s, std::get<I>(slots))...));
+    }
+    (std::index_sequence_for<Args...>{});
   };
 }
 
@@ -362,9 +363,8 @@ public:
   template <class Handle, class Build, class... Options>
   auto step(std::string name, via_service<Handle> target, Build build,
             Options... options) && {
-    return std::move(*this).parallel(troupe::step(std::move(name), std::move(target),
-                                                  std::move(build),
-                                                  std::move(options)...));
+    return std::move(*this).parallel(troupe::step(
+        std::move(name), std::move(target), std::move(build), std::move(options)...));
   }
 
   /// Adds a group of steps that run at the same time; later steps may take
@@ -406,9 +406,10 @@ private:
     def.name = spec.name;
     auto sources =
         detail::sources_for<Input, Known...>(known_, static_cast<args*>(nullptr));
-    def.action = detail::make_call<Handle, typename types::request, typename types::reply>(
-        spec.target.name,
-        detail::erase_builder<Input>(spec.build, sources, static_cast<args*>(nullptr)));
+    def.action =
+        detail::make_call<Handle, typename types::request, typename types::reply>(
+            spec.target.name, detail::erase_builder<Input>(spec.build, sources,
+                                                           static_cast<args*>(nullptr)));
     def.describe_reply = [](caf::actor_system& sys, const std::string& bytes) {
       auto value = decode<typename types::reply>(sys, bytes);
       return value ? caf::deep_to_string(*value) : std::string{"<undecodable>"};
@@ -437,15 +438,16 @@ private:
   void apply_option(step_definition& def, const std::string& step_name,
                     const via_service<Handle>& step_target,
                     const compensation_spec<CompHandle, CompBuild>& comp) {
-    using target_handle = std::conditional_t<std::is_void_v<CompHandle>, Handle, CompHandle>;
+    using target_handle =
+        std::conditional_t<std::is_void_v<CompHandle>, Handle, CompHandle>;
     using args = detail::builder_args<CompBuild>;
     using request = std::decay_t<typename detail::handler_traits<CompBuild>::result>;
     using lookup = detail::reply_of<target_handle, request>;
     static_assert(lookup::found,
                   "troupe saga: the compensation's service does not handle the request "
                   "its builder returns");
-    auto sources = detail::compensation_sources<Input, Reply>(step_name,
-                                                              static_cast<args*>(nullptr));
+    auto sources = detail::compensation_sources<Input, Reply>(
+        step_name, static_cast<args*>(nullptr));
     std::string service;
     if constexpr (std::is_void_v<CompHandle>)
       service = step_target.name;

@@ -86,9 +86,9 @@ struct saga_snapshot {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, saga_snapshot& x) {
   return f(caf::meta::type_name("saga_snapshot"), x.id, x.type, x.version,
-           x.idempotency_key, x.correlation_id, x.input, x.status, x.reason, x.cancel_requested,
-           x.created_ns, x.updated_ns, x.deadline_ns, x.ended_ns, x.steps,
-           x.input_text);
+           x.idempotency_key, x.correlation_id, x.input, x.status, x.reason,
+           x.cancel_requested, x.created_ns, x.updated_ns, x.deadline_ns, x.ended_ns,
+           x.steps, x.input_text);
 }
 
 /// The step that is running or compensating now, or the last one; empty
@@ -107,8 +107,8 @@ struct saga_summary {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, saga_summary& x) {
-  return f(caf::meta::type_name("saga_summary"), x.id, x.type, x.status,
-           x.current_step, x.created_ns, x.updated_ns);
+  return f(caf::meta::type_name("saga_summary"), x.id, x.type, x.status, x.current_step,
+           x.created_ns, x.updated_ns);
 }
 
 } // namespace troupe
