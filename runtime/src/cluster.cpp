@@ -241,8 +241,21 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
                       self->state.connecting.erase(key);
                       // The peer's own entry comes first in its view.
                       for (auto& info : view)
-                        if (info.host == host && info.port == port)
+                        if (info.host == host && info.port == port) {
                           add_member(self, info);
+                          // Services registered while the join was in flight
+                          // were announced to members only, which the peer
+                          // was not yet: announce them now.
+                          for (auto& entry : self->state.local_entries) {
+                            bool sent = false;
+                            for (auto& old : me.services)
+                              sent |=
+                                  old.name == entry.name && old.handle == entry.handle;
+                            if (!sent && info.endpoint)
+                              self->send(caf::actor_cast<cluster_actor>(info.endpoint),
+                                         service_up_atom::value, entry);
+                          }
+                        }
                       if (!self->state.joined) {
                         self->state.joined = true;
                         spdlog::info("joined the cluster through {}", key);

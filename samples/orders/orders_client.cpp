@@ -25,6 +25,7 @@ namespace {
 
 using next_atom = caf::atom_constant<caf::atom("next")>;
 using retry_start_atom = caf::atom_constant<caf::atom("retrystart")>;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
 
 struct client_state {
   static inline const char* name = "orders_client";
@@ -111,8 +112,9 @@ void start_one(client_ptr self, int64_t i, const std::string& prefix, int64_t fa
                         finish_one(self, w.saga, count);
                     },
                     [=](caf::error& err) {
-                      spdlog::warn("watching order {} failed: {}", o.order_id,
-                                   troupe::describe(err));
+                      spdlog::warn("watching order {} failed: {}; polling it instead",
+                                   o.order_id, troupe::describe(err));
+                      self->send(self, poll_atom::value, id);
                     });
           },
           [=](caf::error& err) {
@@ -168,6 +170,20 @@ caf::actor spawn_orders_client(caf::actor_system& sys, const troupe::config& cfg
         [=](const saga_snapshot& s) {
           if (troupe::is_end_state(s.status))
             finish_one(self, s, count);
+        },
+        [=](poll_atom, const std::string& id) {
+          self->request(self->state.sagas, 10s, troupe::call_context::derive(),
+                        troupe::get_saga{id})
+              .then(
+                  [=](const saga_snapshot& s) {
+                    if (troupe::is_end_state(s.status))
+                      finish_one(self, s, count);
+                    else
+                      self->delayed_send(self, 200ms, poll_atom::value, id);
+                  },
+                  [=](caf::error&) {
+                    self->delayed_send(self, 200ms, poll_atom::value, id);
+                  });
         },
     };
   });

@@ -200,7 +200,8 @@ TEST_CASE("a saga runs only on its owner: starts sent to any node are forwarded,
   for (auto name : {"a", "b", "c"})
     nodes.emplace(name, start_node(name, args_for(name, 30), within(patience)));
   for (auto& [name, node] : nodes)
-    REQUIRE(node->wait_for_line("orders client finished: 30 orders", within(patience)));
+    if (!node->wait_for_line("orders client finished: 30 orders", within(patience)))
+      FAIL("node " << name << ":\n" << node->output());
 
   // Each saga ran on the node its id names, and only there.
   std::regex ended{R"(saga (\S+)\.([abc]) \(order_processing\) ended)"};
@@ -235,8 +236,13 @@ TEST_CASE("a saga runs only on its owner: starts sent to any node are forwarded,
   // c comes back on its store: the waiting orders proceed.
   nodes.erase("c");
   nodes.emplace("c", start_node("c", args_for("c", 0), within(patience)));
-  REQUIRE(client->wait_for_line("orders client finished: 30 orders: 30 completed",
-                                within(patience)));
+  auto finished = client->wait_for_line("orders client finished: 30 orders: 30 completed",
+                                        within(patience));
+  if (!finished)
+    FAIL("client:\n"
+         << client->output() << "\nnode c:\n"
+         << nodes.at("c")->output() << "\nnode a:\n"
+         << nodes.at("a")->output());
 }
 
 TEST_CASE("a node with a store stops gracefully on SIGTERM and its sagas resume on "
