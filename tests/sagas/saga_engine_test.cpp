@@ -25,6 +25,7 @@
 
 #include "saga_log.hpp"
 #include "sagas/order_services.hpp"
+#include "sagas/saga_requests.hpp"
 #include "support/deterministic.hpp"
 
 using namespace std::chrono_literals;
@@ -362,10 +363,9 @@ using strings = std::vector<std::string>;
 
 /// The deterministic system with the six test services registered and a saga
 /// manager on the store.
-struct saga_fixture : troupe::test::deterministic {
+struct saga_fixture : saga_requests {
   std::shared_ptr<world> w = std::make_shared<world>();
   troupe::saga_settings settings;
-  troupe::saga_manager_actor mgr;
 
   saga_fixture() {
     settings.node_name = "n1";
@@ -402,35 +402,6 @@ struct saga_fixture : troupe::test::deterministic {
   void stop_manager() {
     stop(mgr);
     mgr = nullptr;
-  }
-
-  caf::expected<saga_started> start(const std::string& type, const order& input,
-                                    std::string key = {}) {
-    return ask<saga_started>(mgr, troupe::call_context{},
-                             troupe::make_start_saga(*sys, type, input, std::move(key)));
-  }
-
-  saga_started started(const std::string& type, const order& input,
-                       std::string key = {}) {
-    auto res = start(type, input, std::move(key));
-    if (!res)
-      FAIL("start_saga failed: " << troupe::describe(res.error()));
-    return std::move(*res);
-  }
-
-  caf::expected<saga_snapshot> get(const std::string& id) {
-    return ask<saga_snapshot>(mgr, troupe::call_context{}, troupe::get_saga{id});
-  }
-
-  saga_snapshot snapshot(const std::string& id) {
-    auto res = get(id);
-    if (!res)
-      FAIL("get_saga failed: " << troupe::describe(res.error()));
-    return std::move(*res);
-  }
-
-  caf::expected<saga_snapshot> cancel(const std::string& id) {
-    return ask<saga_snapshot>(mgr, troupe::call_context{}, troupe::cancel_saga{id});
   }
 
   bool ended(const std::string& id) {

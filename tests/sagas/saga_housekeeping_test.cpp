@@ -26,6 +26,7 @@
 
 #include "saga_log.hpp"
 #include "sagas/order_services.hpp"
+#include "sagas/saga_requests.hpp"
 #include "support/deterministic.hpp"
 
 using namespace std::chrono_literals;
@@ -112,10 +113,9 @@ order a_hanging_order(std::string id) {
 
 // -- the fixture ------------------------------------------------------------------
 
-struct housekeeping : troupe::test::deterministic {
+struct housekeeping : saga_requests {
   std::shared_ptr<counters> c = std::make_shared<counters>();
   troupe::saga_settings settings;
-  troupe::saga_manager_actor mgr;
 
   housekeeping() {
     settings.node_name = "n1";
@@ -145,35 +145,6 @@ struct housekeeping : troupe::test::deterministic {
 
   /// The manager's saga_tick: its timer, one sweep_interval of virtual time.
   void sweep() { advance(settings.sweep_interval); }
-
-  caf::expected<saga_started> start(const std::string& type, const order& input,
-                                    std::string key = {}) {
-    return ask<saga_started>(mgr, troupe::call_context{},
-                             troupe::make_start_saga(*sys, type, input, std::move(key)));
-  }
-
-  saga_started started(const std::string& type, const order& input,
-                       std::string key = {}) {
-    auto res = start(type, input, std::move(key));
-    if (!res)
-      FAIL("start_saga failed: " << troupe::describe(res.error()));
-    return std::move(*res);
-  }
-
-  caf::expected<saga_snapshot> get(const std::string& id) {
-    return ask<saga_snapshot>(mgr, troupe::call_context{}, troupe::get_saga{id});
-  }
-
-  saga_snapshot snapshot(const std::string& id) {
-    auto res = get(id);
-    if (!res)
-      FAIL("get_saga failed: " << troupe::describe(res.error()));
-    return std::move(*res);
-  }
-
-  caf::expected<saga_page> list(troupe::list_sagas q) {
-    return ask<saga_page>(mgr, troupe::call_context{}, std::move(q));
-  }
 
   /// Every record of one instance, read through the store actor.
   std::vector<std::pair<std::string, std::string>> records_of(const std::string& id) {
