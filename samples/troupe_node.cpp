@@ -1,11 +1,13 @@
 // troupe-node: the stock node, written the way any user's node is written.
 // Which of its services a process runs is configuration (services.enabled).
 
+#include <troupe/gateways/gateways.hpp>
 #include <troupe/runtime/node.hpp>
 #include <troupe/sagas/saga_manager.hpp>
 
 #include "greeter/greeter.hpp"
 #include "orders/orders.hpp"
+#include "sample_api.hpp"
 
 int main(int argc, char** argv) {
   troupe::node node{"troupe-node"};
@@ -20,7 +22,9 @@ int main(int argc, char** argv) {
   node.service<orders::inventory_actor>("inventory", orders::spawn_inventory);
   node.service<orders::payment_actor>("payment", orders::spawn_payment);
   node.service<orders::shipping_actor>("shipping", orders::spawn_shipping);
-  troupe::add_sagas(node, {orders::order_processing()});
+  troupe::add_sagas(node, {orders::order_processing(), greeter::greeting_saga()});
+  // The public API (gRPC and HTTP) runs where services.enabled names "gateway".
+  troupe::gateways::add_gateways(node, samples::sample_api());
   node.actor("orders_client", orders::spawn_orders_client,
              troupe::restart_policy::transient);
   node.actor("orders_auditor", orders::spawn_auditor, troupe::restart_policy::temporary);

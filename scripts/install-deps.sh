@@ -7,7 +7,8 @@ packages=(
   libcaf-dev libssl-dev
   libjemalloc-dev libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libboost-dev
   librocksdb-dev
-  catch2
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc grpc-proto libjwt-dev
+  catch2 openssl wrk clang libfuzzer-14-dev
 )
 
 missing=()

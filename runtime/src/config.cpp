@@ -767,6 +767,11 @@ config_key_builder& config_key_builder::describe(std::string text) {
   return *this;
 }
 
+config_key_builder& config_key_builder::secret() {
+  key_.secret = true;
+  return *this;
+}
+
 // --- config_schema ----------------------------------------------------------
 
 config_key_builder config_schema::declare(std::string name, value_kind kind) {
@@ -841,7 +846,7 @@ config config::load(const config_schema& schema, const config_sources& sources) 
             std::move(slot.value.text),
             std::move(slot.value.list),
             std::move(slot.source),
-            slot.secret,
+            slot.secret || schema.find(name)->secret,
             slot.has_value};
     result.values_.emplace(name, std::move(e));
   }
@@ -968,8 +973,8 @@ void config::set(const config_schema& schema, const std::string& key,
   auto value = secret ? parse_value(*decl, resolve_secret(*decl, text, "code"), nullptr,
                                     "the secret " + text, "code")
                       : parse_value(*decl, text, nullptr, shown_text(text), "code");
-  values_[key] = entry{
-      decl->kind, std::move(value.text), std::move(value.list), "code", secret, true};
+  values_[key] = entry{decl->kind, std::move(value.text),  std::move(value.list),
+                       "code",     secret || decl->secret, true};
 }
 
 // --- durations --------------------------------------------------------------

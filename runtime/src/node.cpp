@@ -16,6 +16,7 @@
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/logging.hpp>
 #include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/readiness.hpp>
 #include <troupe/runtime/service.hpp>
 #include <troupe/runtime/status_server.hpp>
 #include <troupe/runtime/store_actor.hpp>
@@ -399,6 +400,11 @@ int node::run(int argc, char** argv) {
   auto view = std::make_shared<cluster_view>();
 
   // 3. Health and metrics first, so probes answer (not ready) during start-up.
+  //    Gateways follow the same readiness.
+  publish_readiness([&] { return started && !stopping && view->joined(); });
+  struct withdraw_readiness {
+    ~withdraw_readiness() { publish_readiness(nullptr); }
+  } withdraw; // the probe refers to this frame
   std::unique_ptr<status_server> status;
   if (cfg.get_bool("status.enabled")) {
     try {

@@ -122,4 +122,11 @@ caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg) {
   });
 }
 
+std::shared_ptr<const troupe::saga_definition> greeting_saga() {
+  return troupe::saga<greet>("greeting", 1)
+      .step("greet", troupe::via<greeter_actor>("greeter"),
+            [](const greet& g) { return g; })
+      .build();
+}
+
 } // namespace greeter

@@ -10,6 +10,7 @@
 #include <troupe/runtime/config.hpp>
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/service.hpp>
+#include <troupe/sagas/saga_definition.hpp>
 
 namespace greeter {
 
@@ -40,6 +41,10 @@ using greeter_actor = troupe::service<troupe::handles<greet, greeting>>;
 void add_messages(troupe::message_catalog& catalog);
 /// Declares the sample's configuration keys (greeter.*, caller.*).
 void declare_config(troupe::config_schema& schema);
+
+/// The smallest durable saga: one step that greets. The gateway benchmarks
+/// start it, because its cost is the engine's and the gateway's, not a workload's.
+std::shared_ptr<const troupe::saga_definition> greeting_saga();
 
 greeter_actor spawn_greeter(caf::actor_system& sys, const troupe::config& cfg);
 caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg);

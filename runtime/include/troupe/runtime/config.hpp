@@ -26,6 +26,7 @@ struct config_key {
   std::optional<double> max;
   std::vector<std::string> choices; ///< allowed values of a string key, if restricted
   std::string description;
+  bool secret = false; ///< never printed, whatever the source (passwords, signing keys)
 };
 
 /// Fluent builder returned by `config_schema::declare`.
@@ -41,6 +42,8 @@ public:
   config_key_builder& max(std::chrono::nanoseconds v);
   config_key_builder& choices(std::vector<std::string> values);
   config_key_builder& describe(std::string text);
+  /// The value is a secret even when written in plain text.
+  config_key_builder& secret();
 
 private:
   config_key& key_;
