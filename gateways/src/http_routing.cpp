@@ -186,7 +186,10 @@ void request_reader::reset() {
   parser_->header_limit(
       static_cast<std::uint32_t>(std::min<std::size_t>(max_header_bytes_, UINT32_MAX)));
   parser_->body_limit(max_body_bytes_);
-  parser_->eager(true);
+  // The header is read alone first, so that a chunked body is refused
+  // before the parser reads any of it: Beast 1.74's chunk parser asserts on
+  // input the fuzzer found (a final chunk whose trailer arrives in pieces).
+  parser_->eager(false);
   started_ = false;
 }
 
@@ -223,6 +226,16 @@ request_reader::state request_reader::feed(boost::beast::flat_buffer& buffer) {
       error_ = refuse(400, api_code::invalid_argument,
                       "malformed HTTP request: " + ec.message());
       return state::failed;
+    }
+    if (parser_->is_header_done() && !parser_->is_done() && !parser_->eager()) {
+      if (parser_->chunked()) {
+        error_ = refuse(411, api_code::invalid_argument,
+                        "a request body needs a Content-Length (chunked bodies are "
+                        "not accepted)");
+        return state::failed;
+      }
+      parser_->eager(true);
+      continue;
     }
     if (parser_->is_done())
       return state::done;

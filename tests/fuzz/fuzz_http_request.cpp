@@ -93,7 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       if (state == api::request_reader::state::failed) {
         auto s = reader.error().status;
-        check(s == 400 || s == 413 || s == 431);
+        check(s == 400 || s == 411 || s == 413 || s == 431);
         return 0; // the gateway answers and closes the connection
       }
       auto req = reader.take();
