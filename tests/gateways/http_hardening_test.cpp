@@ -87,7 +87,8 @@ std::string post_start(const std::string& body) {
 TEST_CASE("garbage bytes get 400 and a close", "[gateway][http][hardening]") {
   hardened_node node;
   auto c = node.connect();
-  REQUIRE(c.send(std::string("\x16\x03\x01\x00\xff garbage \x00\x01\r\n\r\n", 22)));
+  static constexpr char garbage[] = "\x16\x03\x01\x00\xff garbage \x00\x01\r\n\r\n";
+  REQUIRE(c.send(std::string(garbage, sizeof garbage - 1)));
   auto reply = c.receive_until_closed(10s);
   CHECK(reply.closed);
   CHECK(statuses(reply.data) == std::vector<int>{400});
