@@ -89,7 +89,7 @@ done
 for id in "${ids[@]}"; do
   # Each watch is a server-sent event stream that ends at the saga's end state.
   state=$(curl -sN --max-time 30 "http://127.0.0.1:$http/v1/sagas/$id:watch" |
-    grep -o '"state": *"SAGA_STATE_[A-Z_]*"' | tail -1 | sed 's/.*SAGA_STATE_//')
+    grep -o 'SAGA_STATE_[A-Z_]*' | tail -1 | sed 's/SAGA_STATE_//')
   echo "   $id  $state"
 done
 
