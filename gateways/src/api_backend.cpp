@@ -115,6 +115,10 @@ std::string host_of(const std::string& peer) {
   return std::string{p};
 }
 
+api_status cancelled_status() {
+  return api_status::failure(api_code::cancelled, "the client cancelled the request");
+}
+
 api_status invalid(std::string message) {
   return api_status::failure(api_code::invalid_argument, std::move(message));
 }
@@ -318,6 +322,25 @@ struct api_backend::impl : std::enable_shared_from_this<impl> {
               on_error(st);
             });
   }
+
+  // Sends `msg` to the saga manager with the request's deadline and context,
+  // and answers `done` with `render(reply)` or the error; a request whose
+  // client went away before the bridge got to it is answered CANCELLED.
+  template <class Reply, class Msg, class Done, class Render>
+  void forward(const request_info& info, Msg msg, Done done,
+               std::shared_ptr<cancel_handle> cancel, Render render) {
+    auto timeout = timeout_of(info);
+    auto ctx = context_of(info, timeout);
+    post([self_impl = shared_from_this(), timeout, ctx, msg = std::move(msg), done,
+          cancel, render](bridge_actor* self) {
+      if (cancel && cancel->cancelled())
+        return done(cancelled_status(), {});
+      self_impl->ask_manager<Reply>(
+          self, timeout, ctx, msg,
+          [self_impl, done, render](Reply reply) { done({}, render(*self_impl, reply)); },
+          [done](const api_status& st) { done(st, {}); });
+    });
+  }
 };
 
 } // namespace troupe::gateways
@@ -335,10 +358,6 @@ auto counted(api_method m, clock::time_point since, api_backend::reply_fn<Reply>
   };
 }
 
-api_status cancelled_status() {
-  return api_status::failure(api_code::cancelled, "the client cancelled the request");
-}
-
 bool sane_id(const std::string& id) {
   if (id.empty() || id.size() > 256)
     return false;
@@ -347,6 +366,13 @@ bool sane_id(const std::string& id) {
       return false;
   return true;
 }
+
+// A saga as the API renders it (the reply of get and cancel).
+constexpr auto saga_of = [](const auto& backend, const saga_snapshot& snapshot) {
+  v1::Saga out;
+  backend.render_saga(snapshot, out);
+  return out;
+};
 
 // The per-watch actor: subscribes to one instance, forwards every change,
 // polls now and then so that a lost owner or a cancelled client is noticed.
@@ -426,23 +452,13 @@ void api_backend::start_saga(const request_info& info, const v1::StartSagaReques
                           (clock::now() + d).time_since_epoch())
                           .count();
   }
-  auto timeout = impl_->timeout_of(info);
-  auto ctx = impl_->context_of(info, timeout);
-  auto self_impl = impl_;
-  impl_->post(
-      [self_impl, timeout, ctx, cmd = std::move(cmd), done, cancel](bridge_actor* self) {
-        if (cancel && cancel->cancelled())
-          return done(cancelled_status(), {});
-        self_impl->ask_manager<saga_started>(
-            self, timeout, ctx, cmd,
-            [self_impl, done](saga_started started) {
-              v1::StartSagaResponse out;
-              self_impl->render_saga(started.saga, *out.mutable_saga());
-              out.set_created(started.created);
-              done({}, std::move(out));
-            },
-            [done](const api_status& st) { done(st, {}); });
-      });
+  impl_->forward<saga_started>(info, std::move(cmd), std::move(done), std::move(cancel),
+                               [](const impl& backend, const saga_started& started) {
+                                 v1::StartSagaResponse out;
+                                 backend.render_saga(started.saga, *out.mutable_saga());
+                                 out.set_created(started.created);
+                                 return out;
+                               });
 }
 
 void api_backend::get_saga(const request_info& info, const v1::GetSagaRequest& req,
@@ -454,21 +470,8 @@ void api_backend::get_saga(const request_info& info, const v1::GetSagaRequest& r
     return done(st, {});
   if (!sane_id(req.id()))
     return done(invalid("a saga id is 1 to 256 printable characters"), {});
-  auto timeout = impl_->timeout_of(info);
-  auto ctx = impl_->context_of(info, timeout);
-  auto self_impl = impl_;
-  impl_->post([self_impl, timeout, ctx, id = req.id(), done, cancel](bridge_actor* self) {
-    if (cancel && cancel->cancelled())
-      return done(cancelled_status(), {});
-    self_impl->ask_manager<saga_snapshot>(
-        self, timeout, ctx, troupe::get_saga{id},
-        [self_impl, done](saga_snapshot s) {
-          v1::Saga out;
-          self_impl->render_saga(s, out);
-          done({}, std::move(out));
-        },
-        [done](const api_status& st) { done(st, {}); });
-  });
+  impl_->forward<saga_snapshot>(info, troupe::get_saga{req.id()}, std::move(done),
+                                std::move(cancel), saga_of);
 }
 
 void api_backend::list_sagas(const request_info& info, const v1::ListSagasRequest& req,
@@ -488,24 +491,14 @@ void api_backend::list_sagas(const request_info& info, const v1::ListSagasReques
   if (req.page_token().size() > 1024)
     return done(invalid("the page token is not one this API issued"), {});
   q.page_token = req.page_token();
-  auto timeout = impl_->timeout_of(info);
-  auto ctx = impl_->context_of(info, timeout);
-  auto self_impl = impl_;
-  impl_->post(
-      [self_impl, timeout, ctx, q = std::move(q), done, cancel](bridge_actor* self) {
-        if (cancel && cancel->cancelled())
-          return done(cancelled_status(), {});
-        self_impl->ask_manager<saga_page>(
-            self, timeout, ctx, q,
-            [done](saga_page page) {
-              v1::ListSagasResponse out;
-              for (const auto& s : page.sagas)
-                render(s, *out.add_sagas());
-              out.set_next_page_token(page.next_page_token);
-              done({}, std::move(out));
-            },
-            [done](const api_status& st) { done(st, {}); });
-      });
+  impl_->forward<saga_page>(info, std::move(q), std::move(done), std::move(cancel),
+                            [](const impl&, const saga_page& page) {
+                              v1::ListSagasResponse out;
+                              for (const auto& summary : page.sagas)
+                                render(summary, *out.add_sagas());
+                              out.set_next_page_token(page.next_page_token);
+                              return out;
+                            });
 }
 
 void api_backend::cancel_saga(const request_info& info, const v1::CancelSagaRequest& req,
@@ -517,21 +510,8 @@ void api_backend::cancel_saga(const request_info& info, const v1::CancelSagaRequ
     return done(st, {});
   if (!sane_id(req.id()))
     return done(invalid("a saga id is 1 to 256 printable characters"), {});
-  auto timeout = impl_->timeout_of(info);
-  auto ctx = impl_->context_of(info, timeout);
-  auto self_impl = impl_;
-  impl_->post([self_impl, timeout, ctx, id = req.id(), done, cancel](bridge_actor* self) {
-    if (cancel && cancel->cancelled())
-      return done(cancelled_status(), {});
-    self_impl->ask_manager<saga_snapshot>(
-        self, timeout, ctx, troupe::cancel_saga{id},
-        [self_impl, done](saga_snapshot s) {
-          v1::Saga out;
-          self_impl->render_saga(s, out);
-          done({}, std::move(out));
-        },
-        [done](const api_status& st) { done(st, {}); });
-  });
+  impl_->forward<saga_snapshot>(info, troupe::cancel_saga{req.id()}, std::move(done),
+                                std::move(cancel), saga_of);
 }
 
 void api_backend::watch_saga(const request_info& info, const v1::WatchSagaRequest& req,
@@ -550,7 +530,6 @@ void api_backend::watch_saga(const request_info& info, const v1::WatchSagaReques
     return on_end(invalid("a saga id is 1 to 256 printable characters"));
   if (!cancel)
     cancel = std::make_shared<cancel_handle>();
-  auto timeout = impl_->timeout_of(info);
   // A watch lasts as long as the client wants it: its deadline, if any,
   // bounds the whole stream; each request inside gets the default timeout.
   auto stream_deadline =
@@ -559,8 +538,7 @@ void api_backend::watch_saga(const request_info& info, const v1::WatchSagaReques
           : std::nullopt;
   auto ctx = impl_->context_of(info, impl_->settings.default_timeout);
   auto self_impl = impl_;
-  impl_->sys.spawn([self_impl, id = req.id(), ctx, timeout, stream_deadline, on_change,
-                    on_end,
+  impl_->sys.spawn([self_impl, id = req.id(), ctx, stream_deadline, on_change, on_end,
                     cancel](caf::stateful_actor<watch_state>* self) -> caf::behavior {
     auto finish = [self, on_end](const api_status& st) {
       if (self->state.ended)
@@ -635,7 +613,6 @@ void api_backend::watch_saga(const request_info& info, const v1::WatchSagaReques
         },
     };
   });
-  (void)timeout;
 }
 
 void api_backend::invoke(const request_info& info, const v1::InvokeRequest& req,
@@ -667,7 +644,6 @@ void api_backend::invoke(const request_info& info, const v1::InvokeRequest& req,
   }
   auto timeout = impl_->timeout_of(info);
   auto ctx = impl_->context_of(info, timeout);
-  auto self_impl = impl_;
   impl_->post([binding, timeout, ctx, request, done, cancel](bridge_actor* self) {
     if (cancel && cancel->cancelled())
       return done(cancelled_status(), {});
