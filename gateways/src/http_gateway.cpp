@@ -53,6 +53,7 @@
 #include <spdlog/spdlog.h>
 
 #include <troupe/runtime/config.hpp>
+#include <troupe/runtime/detail/tcp_listen.hpp>
 
 #include "http_routing.hpp"
 
@@ -698,22 +699,7 @@ struct http_gateway::impl {
     auto where = s.http_host + ":" + std::to_string(s.http_port);
     if (s.tls.enabled())
       core->tls = make_tls(s.tls, where);
-    beast::error_code ec;
-    auto address = asio::ip::make_address(s.http_host, ec);
-    if (ec)
-      throw std::runtime_error("http gateway: bad address '" + s.http_host + "'");
-    tcp::endpoint ep{address, s.http_port};
-    acceptor.open(ep.protocol(), ec);
-    if (!ec)
-      acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec)
-      acceptor.bind(ep, ec);
-    if (!ec)
-      acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw std::runtime_error("http gateway: cannot listen on " + where + ": " +
-                               ec.message());
-    port = acceptor.local_endpoint().port();
+    port = troupe::detail::listen_on(acceptor, s.http_host, s.http_port, "http gateway");
     accept();
     auto n = std::max<uint32_t>(1, s.http_threads);
     running = n;

@@ -8,6 +8,8 @@
 #include <boost/beast/http/error.hpp>
 #include <google/protobuf/util/json_util.h>
 
+#include "header_text.hpp"
+
 namespace troupe::gateways::http_api {
 
 namespace http = boost::beast::http;
@@ -19,21 +21,8 @@ refusal refuse(unsigned status, api_code code, std::string message,
   return refusal{status, code, std::move(message), std::move(allow)};
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
+using detail::iequals;
+using detail::trim;
 
 // "application/json", optionally with parameters ("; charset=utf-8").
 bool is_json_media_type(std::string_view value) {

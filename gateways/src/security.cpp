@@ -22,6 +22,8 @@
 #include <troupe/actors/token_bucket.hpp>
 #include <troupe/runtime/config.hpp>
 
+#include "header_text.hpp"
+
 namespace troupe::gateways {
 
 namespace {
@@ -33,21 +35,8 @@ api_status unauthenticated(std::string message) {
   return api_status::failure(api_code::unauthenticated, std::move(message));
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
+using detail::iequals;
+using detail::trim;
 
 int base64url_value(char c) {
   if (c >= 'A' && c <= 'Z')

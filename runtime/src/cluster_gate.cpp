@@ -12,7 +12,7 @@
 
 #include <troupe/runtime/metrics.hpp>
 
-#include "tcp_listen.hpp"
+#include <troupe/runtime/detail/tcp_listen.hpp>
 
 namespace troupe {
 

@@ -11,7 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "tcp_listen.hpp"
+#include <troupe/runtime/detail/tcp_listen.hpp>
 
 namespace troupe {
 

@@ -1,5 +1,8 @@
 #pragma once
 
+// The listening sockets of the status endpoint, the cluster gate and the
+// HTTP gateway. Asio shows through: include it from .cpp files only.
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -12,8 +15,9 @@ namespace troupe::detail {
 
 /// Opens, binds (port 0 picks a free one) and listens; throws
 /// std::runtime_error naming `what` and the address. Returns the bound port.
-inline uint16_t listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
-                          uint16_t port, const std::string& what) {
+inline uint16_t listen_on(boost::asio::ip::tcp::acceptor& acceptor,
+                          const std::string& host, uint16_t port,
+                          const std::string& what) {
   namespace asio = boost::asio;
   boost::system::error_code ec;
   asio::ip::tcp::endpoint ep{asio::ip::make_address(host, ec), port};
