@@ -14,7 +14,7 @@
 
 #include <troupe/runtime/metrics.hpp>
 
-#include "json_text.hpp"
+#include <troupe/runtime/detail/json_text.hpp>
 
 namespace troupe {
 

@@ -9,7 +9,7 @@
 
 #include <troupe/runtime/call_context.hpp>
 
-#include "json_text.hpp"
+#include <troupe/runtime/detail/json_text.hpp>
 
 namespace troupe {
 

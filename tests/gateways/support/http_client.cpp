@@ -12,7 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include "../../../runtime/src/json_text.hpp"
+#include <troupe/runtime/detail/json_text.hpp>
 #include "support/node_process.hpp"
 
 namespace troupe::test {
