@@ -55,6 +55,7 @@
 #include <troupe/runtime/config.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
 
+#include "api_json.hpp"
 #include "http_routing.hpp"
 
 namespace troupe::gateways {
@@ -113,6 +114,21 @@ public:
   virtual void close_soon() = 0;
   // Closes on the calling thread; only once no I/O thread runs.
   virtual void close_now() = 0;
+  // Closes from outside the strand if the deadline has passed by the time
+  // the strand gets to it (the sweep).
+  virtual void close_if_expired() = 0;
+
+  /// When the sweep closes the connection (steady clock, ns); 0: never.
+  /// One store per phase instead of a timer per phase: arming and
+  /// cancelling a timer for every read and write cost more than the rest
+  /// of a small request.
+  std::atomic<int64_t> deadline_ns{0};
+
+  static int64_t steady_now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
 
 protected:
   // Declared first, destroyed last: the sockets of the derived class belong
@@ -169,7 +185,6 @@ public:
   connection(std::shared_ptr<shared_core> core, tcp::socket socket, std::string peer)
       : connection_base(std::move(core))
       , stream_(stream_traits<Stream>::make(std::move(socket), *core_))
-      , deadline_(stream_.get_executor())
       , reader_(core_->settings.limits.max_header_bytes,
                 core_->settings.limits.max_body_bytes)
       , peer_(std::move(peer)) {}
@@ -215,6 +230,14 @@ public:
     asio::post(stream_.get_executor(), [self = me()] { self->close_now(); });
   }
 
+  void close_if_expired() override {
+    asio::post(stream_.get_executor(), [self = me()] {
+      auto d = self->deadline_ns.load(std::memory_order_relaxed);
+      if (d != 0 && d <= steady_now_ns())
+        self->close_now();
+    });
+  }
+
   void close_now() override {
     if (closed_)
       return;
@@ -222,8 +245,7 @@ public:
     if (cancel_)
       cancel_->cancel();
     release_stream();
-    ++deadline_gen_;
-    deadline_.cancel();
+    disarm();
     beast::error_code ignored;
     lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
     lowest().socket().close(ignored);
@@ -241,18 +263,10 @@ private:
   // --- deadlines ---------------------------------------------------------------
 
   void arm(std::chrono::nanoseconds d) {
-    auto gen = ++deadline_gen_;
-    deadline_.expires_after(d);
-    deadline_.async_wait([self = me(), gen](beast::error_code ec) {
-      if (!ec && gen == self->deadline_gen_)
-        self->close_now();
-    });
+    deadline_ns.store(steady_now_ns() + d.count(), std::memory_order_relaxed);
   }
 
-  void disarm() {
-    ++deadline_gen_;
-    deadline_.cancel();
-  }
+  void disarm() { deadline_ns.store(0, std::memory_order_relaxed); }
 
   std::chrono::nanoseconds write_timeout() const {
     return std::max<std::chrono::nanoseconds>(core_->settings.limits.read_timeout, 5s);
@@ -405,7 +419,7 @@ private:
           info, msg,
           on_strand<v1::StartSagaResponse>([](connection& c, v1::StartSagaResponse m) {
             std::string location = "/v1/sagas/" + m.saga().id();
-            c.write_json(m.created() ? 201 : 200, to_json(m), std::move(location));
+            c.write_json(m.created() ? 201 : 200, json_of(m), std::move(location));
           }),
           cancel_);
     }
@@ -433,7 +447,7 @@ private:
       return backend.invoke(
           info, msg,
           on_strand<v1::InvokeResponse>([](connection& c, v1::InvokeResponse m) {
-            c.write_json(200, to_json(m.json()), {});
+            c.write_json(200, json_of(m.json()), {});
           }),
           cancel_);
     }
@@ -444,7 +458,7 @@ private:
 
   template <class Reply>
   static void json_200(connection& c, Reply m) {
-    c.write_json(200, to_json(m), {});
+    c.write_json(200, json_of(m), {});
   }
 
   // A backend callback that hops to this connection's strand and answers
@@ -577,7 +591,7 @@ private:
     }
     if (phase_ != phase::streaming)
       return;
-    queue("event: saga\ndata: " + to_json(s) + "\n\n");
+    queue("event: saga\ndata: " + json_of(s) + "\n\n");
   }
 
   void on_end(const api_status& st) {
@@ -631,8 +645,6 @@ private:
   }
 
   Stream stream_;
-  asio::steady_timer deadline_;
-  uint64_t deadline_gen_ = 0;
   beast::flat_buffer buffer_;
   std::array<char, 8192> chunk_{};
   http_api::request_reader reader_;
@@ -684,6 +696,9 @@ struct http_gateway::impl {
   std::shared_ptr<shared_core> core;
   tcp::acceptor acceptor;
   asio::steady_timer accept_timer;
+  // Closes connections past their deadline, a few times per shortest timeout.
+  asio::steady_timer sweep_timer;
+  std::chrono::nanoseconds sweep_period;
   std::chrono::milliseconds backoff{10};
   uint16_t port = 0;
   std::vector<std::thread> threads;
@@ -695,12 +710,19 @@ struct http_gateway::impl {
   impl(std::shared_ptr<api_backend> backend, const gateway_settings& s)
       : core(std::make_shared<shared_core>(std::move(backend), s))
       , acceptor(asio::make_strand(core->io))
-      , accept_timer(acceptor.get_executor()) {
+      , accept_timer(acceptor.get_executor())
+      , sweep_timer(acceptor.get_executor())
+      , sweep_period(std::clamp<std::chrono::nanoseconds>(
+            std::min({s.limits.read_timeout, s.limits.idle_timeout,
+                      std::chrono::nanoseconds{1s}}) /
+                8,
+            5ms, 100ms)) {
     auto where = s.http_host + ":" + std::to_string(s.http_port);
     if (s.tls.enabled())
       core->tls = make_tls(s.tls, where);
     port = troupe::detail::listen_on(acceptor, s.http_host, s.http_port, "http gateway");
     accept();
+    sweep();
     auto n = std::max<uint32_t>(1, s.http_threads);
     running = n;
     for (uint32_t i = 0; i < n; ++i)
@@ -750,6 +772,28 @@ struct http_gateway::impl {
     });
   }
 
+  void sweep() {
+    sweep_timer.expires_after(sweep_period);
+    sweep_timer.async_wait([this](beast::error_code ec) {
+      if (ec || !acceptor.is_open())
+        return;
+      auto now = connection_base::steady_now_ns();
+      std::vector<std::shared_ptr<connection_base>> expired;
+      {
+        std::lock_guard<std::mutex> guard{core->mtx};
+        for (auto& [ptr, weak] : core->live) {
+          auto d = ptr->deadline_ns.load(std::memory_order_relaxed);
+          if (d != 0 && d <= now)
+            if (auto c = weak.lock())
+              expired.push_back(std::move(c));
+        }
+      }
+      for (auto& c : expired)
+        c->close_if_expired();
+      sweep();
+    });
+  }
+
   void serve(tcp::socket socket) {
     beast::error_code ec;
     auto remote = socket.remote_endpoint(ec);
@@ -783,6 +827,7 @@ struct http_gateway::impl {
       beast::error_code ignored;
       acceptor.close(ignored);
       accept_timer.cancel();
+      sweep_timer.cancel();
     });
     for (auto& weak : open)
       if (auto c = weak.lock())
