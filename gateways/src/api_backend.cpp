@@ -2,6 +2,9 @@
 
 #include <array>
 #include <cctype>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
 
 #include <caf/all.hpp>
 #include <google/protobuf/util/json_util.h>
@@ -160,6 +163,103 @@ void set_struct_from(const google::protobuf::Message& m, google::protobuf::Struc
     out.Clear();
 }
 
+// The inputs of recently rendered sagas in their JSON mapping: an input
+// never changes, and mapping it (binary to JSON text to Struct) costs more
+// than all the rest of a rendering. Bounded; the oldest entry goes first.
+class input_cache {
+public:
+  static constexpr size_t capacity = 4096;
+
+  std::shared_ptr<const google::protobuf::Struct> find(const std::string& id) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto i = by_id_.find(id);
+    return i == by_id_.end() ? nullptr : i->second;
+  }
+
+  void insert(const std::string& id, const google::protobuf::Struct& input) {
+    auto copy = std::make_shared<const google::protobuf::Struct>(input);
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!by_id_.emplace(id, std::move(copy)).second)
+      return;
+    order_.push_back(id);
+    if (order_.size() > capacity) {
+      by_id_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+private:
+  std::mutex mtx_;
+  std::unordered_map<std::string, std::shared_ptr<const google::protobuf::Struct>> by_id_;
+  std::deque<std::string> order_;
+};
+
+// Sagas read in an end state, answered again from memory for a short
+// time: an ended saga no longer changes, and clients poll finished ones.
+// Bounded; the oldest entry goes first.
+class ended_saga_cache {
+public:
+  static constexpr size_t capacity = 4096;
+
+  explicit ended_saga_cache(std::chrono::nanoseconds ttl)
+      : ttl_(ttl) {}
+
+  static bool ended(const v1::Saga& s) {
+    switch (s.state()) {
+    case v1::SAGA_STATE_COMPLETED:
+    case v1::SAGA_STATE_COMPENSATED:
+    case v1::SAGA_STATE_FAILED_COMPENSATION:
+    case v1::SAGA_STATE_CANCELLED:
+      return true;
+    default:
+      return false;
+    }
+  }
+
+  std::shared_ptr<const v1::Saga> find(const std::string& id) {
+    if (ttl_.count() == 0)
+      return nullptr;
+    auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto i = by_id_.find(id);
+    if (i == by_id_.end())
+      return nullptr;
+    if (now >= i->second.expires) {
+      by_id_.erase(i);
+      return nullptr;
+    }
+    return i->second.saga;
+  }
+
+  void insert(const v1::Saga& saga) {
+    if (ttl_.count() == 0 || !ended(saga))
+      return;
+    entry e{std::make_shared<const v1::Saga>(saga),
+            std::chrono::steady_clock::now() + ttl_};
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto [at, fresh] = by_id_.try_emplace(saga.id(), e);
+    if (!fresh) {
+      at->second = std::move(e);
+      return;
+    }
+    order_.push_back(saga.id());
+    if (order_.size() > capacity) {
+      by_id_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+private:
+  struct entry {
+    std::shared_ptr<const v1::Saga> saga;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::chrono::nanoseconds ttl_;
+  std::mutex mtx_;
+  std::unordered_map<std::string, entry> by_id_;
+  std::deque<std::string> order_;
+};
+
 bool matches_invocable(const std::vector<std::string>& rules, const std::string& service,
                        const std::string& method) {
   for (const auto& r : rules)
@@ -221,7 +321,12 @@ struct api_backend::impl : std::enable_shared_from_this<impl> {
   authenticator auth;
   access_policy access;
   client_rate_limiter limiter;
-  caf::actor bridge;
+  // Requests spread over a few bridges so that replies are rendered on
+  // every scheduler thread, not queued behind one actor.
+  std::vector<caf::actor> bridges;
+  std::atomic<size_t> next_bridge{0};
+  mutable input_cache inputs;
+  mutable ended_saga_cache ended{settings.ended_cache_ttl};
 
   impl(caf::actor_system& sys, std::shared_ptr<const api_catalog> catalog,
        gateway_settings s)
@@ -275,15 +380,22 @@ struct api_backend::impl : std::enable_shared_from_this<impl> {
   }
 
   void post(std::function<void(bridge_actor*)> f) {
-    caf::anon_send(bridge, bridge_job{std::move(f)});
+    auto i = next_bridge.fetch_add(1, std::memory_order_relaxed) % bridges.size();
+    caf::anon_send(bridges[i], bridge_job{std::move(f)});
   }
 
   // Renders an instance with its input in the JSON mapping of its type.
   void render_saga(const saga_snapshot& s, v1::Saga& out) const {
     render(s, out);
+    if (auto input = inputs.find(s.id)) {
+      *out.mutable_input() = *input;
+      return;
+    }
     if (const auto* b = catalog->find_saga(s.type); b != nullptr && b->decode_input)
-      if (auto input = b->decode_input(sys, s.input))
+      if (auto input = b->decode_input(sys, s.input)) {
         set_struct_from(*input, *out.mutable_input());
+        inputs.insert(s.id, out.input());
+      }
   }
 
   // Sends `msg` to the saga manager (found through the registry, cached)
@@ -371,6 +483,7 @@ bool sane_id(const std::string& id) {
 constexpr auto saga_of = [](const auto& backend, const saga_snapshot& snapshot) {
   v1::Saga out;
   backend.render_saga(snapshot, out);
+  backend.ended.insert(out);
   return out;
 };
 
@@ -393,13 +506,16 @@ api_backend::api_backend(caf::actor_system& sys,
                          gateway_settings settings)
     : impl_(std::make_shared<impl>(sys, std::move(catalog), std::move(settings))) {
   gateway_metrics();
-  impl_->bridge = sys.spawn([](bridge_actor* self) -> caf::behavior {
-    return {[self](bridge_job& job) { job.run(self); }};
-  });
+  auto n = std::max<size_t>(2, sys.scheduler().num_workers());
+  for (size_t i = 0; i < n; ++i)
+    impl_->bridges.push_back(sys.spawn([](bridge_actor* self) -> caf::behavior {
+      return {[self](bridge_job& job) { job.run(self); }};
+    }));
 }
 
 api_backend::~api_backend() {
-  caf::anon_send_exit(impl_->bridge, caf::exit_reason::user_shutdown);
+  for (auto& bridge : impl_->bridges)
+    caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
 }
 
 bool api_backend::ready() const {
@@ -470,6 +586,8 @@ void api_backend::get_saga(const request_info& info, const v1::GetSagaRequest& r
     return done(st, {});
   if (!sane_id(req.id()))
     return done(invalid("a saga id is 1 to 256 printable characters"), {});
+  if (auto known = impl_->ended.find(req.id()))
+    return done({}, *known);
   impl_->forward<saga_snapshot>(info, troupe::get_saga{req.id()}, std::move(done),
                                 std::move(cancel), saga_of);
 }

@@ -107,6 +107,13 @@ void declare_gateway_config(config_schema& s) {
       .min(1ms)
       .max(1h)
       .describe("Timeout of a request whose client sets no deadline.");
+  s.declare("gateways.ended_cache_ttl", value_kind::duration)
+      .default_value("2s")
+      .min(0ms)
+      .max(1h)
+      .describe("How long a saga read in an end state is answered from the gateway's "
+                "memory, since it no longer changes (a removal by sagas.retention shows "
+                "after at most this long); 0: every read asks the saga's owner.");
   s.declare("gateways.limits.max_header_bytes", value_kind::integer)
       .default_value("16384")
       .min(1024)
@@ -196,6 +203,7 @@ gateway_settings gateway_settings_from(const config& cfg) {
   s.rate_per_client = cfg.get_double("gateways.rate_limit.per_client");
   s.rate_burst = static_cast<uint32_t>(cfg.get_int("gateways.rate_limit.burst"));
   s.default_timeout = cfg.get_duration("gateways.default_timeout");
+  s.ended_cache_ttl = cfg.get_duration("gateways.ended_cache_ttl");
   auto& l = s.limits;
   l.max_header_bytes =
       static_cast<std::size_t>(cfg.get_int("gateways.limits.max_header_bytes"));

@@ -42,7 +42,8 @@ struct entry {
   uint32_t crashes = 0;
   bool stall_reported = false;
   std::shared_ptr<const saga_snapshot>
-      parked; ///< kept for queries: no definition runs it
+      parked;                                 ///< kept for queries: no definition runs it
+  std::shared_ptr<const saga_snapshot> ended; ///< read from the log lately
 };
 
 struct recovered {
@@ -80,6 +81,10 @@ struct manager_state {
   std::deque<recovered> to_resume;
   std::vector<waiting_start> waiting;
   std::vector<std::function<void()>> waiting_queries;
+  // Ended instances whose log was read lately, oldest first: an ended saga
+  // no longer changes, and a client polling one should not cost a log scan
+  // per poll.
+  std::deque<std::string> ended_cached;
   recovery_metrics rm;
   std::mt19937_64 rng{std::random_device{}()};
 };
@@ -188,6 +193,20 @@ std::optional<saga_snapshot> fold(caf::actor_system& sys, const scan_page& page,
   return s;
 }
 
+void remember_ended(self_ptr self, const saga_snapshot& s) {
+  auto& st = self->state;
+  auto i = st.entries.find(s.id);
+  if (i == st.entries.end() || !is_end_state(s.status) || i->second.ended)
+    return;
+  i->second.ended = std::make_shared<const saga_snapshot>(s);
+  st.ended_cached.push_back(s.id);
+  if (st.ended_cached.size() > st.ctx->settings.ended_cache) {
+    if (auto old = st.entries.find(st.ended_cached.front()); old != st.entries.end())
+      old->second.ended = nullptr;
+    st.ended_cached.pop_front();
+  }
+}
+
 // Answers with an instance that is not running here (ended or parked).
 void load_stored(self_ptr self, const std::string& id,
                  std::function<void(caf::expected<saga_snapshot>)> then) {
@@ -199,6 +218,10 @@ void load_stored(self_ptr self, const std::string& id,
   auto& e = found->second;
   if (e.parked) {
     then(saga_snapshot{*e.parked});
+    return;
+  }
+  if (e.ended && is_end_state(e.status)) {
+    then(saga_snapshot{*e.ended});
     return;
   }
   self->request(self->state.ctx->store, std::chrono::seconds(30), store_scan_atom::value,
@@ -214,9 +237,9 @@ void load_stored(self_ptr self, const std::string& id,
               return;
             }
             if (auto def = find_def(self, s->type, s->version))
-              then(decorated(self->system(), *def, std::move(*s)));
-            else
-              then(std::move(*s));
+              *s = decorated(self->system(), *def, std::move(*s));
+            remember_ended(self, *s);
+            then(std::move(*s));
           },
           [then](caf::error& err) { then(std::move(err)); });
 }
@@ -476,6 +499,8 @@ void on_progress(self_ptr self, const saga_progress& p) {
   if (i == self->state.entries.end())
     return;
   auto& e = i->second;
+  if (e.status != p.status)
+    e.ended = nullptr;
   e.status = p.status;
   e.current_step = p.current_step;
   e.updated_ns = p.updated_ns;

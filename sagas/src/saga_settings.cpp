@@ -64,6 +64,12 @@ void declare_saga_config(config_schema& s) {
       .min(1ms)
       .max(8760h)
       .describe("A running saga without progress for this long is reported as stalled.");
+  s.declare("sagas.ended_cache", value_kind::integer)
+      .default_value("4096")
+      .min(0)
+      .max(1000000)
+      .describe("Ended sagas whose state is kept in memory after a query read it, so "
+                "that polling a finished saga does not read its log each time.");
   s.declare("sagas.recovery_batch", value_kind::integer)
       .default_value("256")
       .min(1)
@@ -107,6 +113,7 @@ saga_settings saga_settings_from(const config& cfg) {
   s.stall_after = cfg.get_duration("sagas.stall_after");
   s.recovery_batch = static_cast<uint32_t>(cfg.get_int("sagas.recovery_batch"));
   s.snapshot_every = static_cast<uint32_t>(cfg.get_int("sagas.snapshot_every"));
+  s.ended_cache = static_cast<uint32_t>(cfg.get_int("sagas.ended_cache"));
   return s;
 }
 

@@ -150,6 +150,40 @@ TEST_CASE(
   CHECK(api.connections_opened() == 1);
 }
 
+TEST_CASE("an ended saga read again is answered from memory until retention removes "
+          "it, then answers 404 within gateways.ended_cache_ttl",
+          "[gateway][http]") {
+  order_node node{{"--sagas.retention", "1500ms", "--sagas.sweep_interval", "100ms",
+                   "--gateways.ended_cache_ttl", "300ms"}};
+  http_client api{node.port()};
+  auto started = start_order(api, "retained");
+  auto id = started.saga().id();
+  auto w = watch_to_end(node.port(), id);
+  REQUIRE_FALSE(w.changes.empty());
+  auto ended = w.changes.back();
+  REQUIRE(ended.state() == v1::SAGA_STATE_COMPLETED);
+
+  // Read twice: the second answer (from the gateway's memory) is the same.
+  auto first = api.get("/v1/sagas/" + id);
+  auto second = api.get("/v1/sagas/" + id);
+  REQUIRE(first);
+  REQUIRE(second);
+  REQUIRE(first->status == 200);
+  REQUIRE(second->status == 200);
+  CHECK(first->body == second->body);
+  CHECK(parse<v1::Saga>(second->body).update_time().seconds() ==
+        ended.update_time().seconds());
+
+  // Retention removes it; the gateway stops answering it soon after.
+  int status = 200;
+  CHECK(eventually(within(patience), [&] {
+    auto r = api.get("/v1/sagas/" + id);
+    status = r ? r->status : 0;
+    return status != 200;
+  }));
+  CHECK(status == 404);
+}
+
 TEST_CASE(
     "starting again with the same idempotency key answers 200 with the first instance",
     "[gateway][http]") {

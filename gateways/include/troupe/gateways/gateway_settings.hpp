@@ -75,6 +75,9 @@ struct gateway_settings {
   double rate_per_client = 0; ///< requests per second per client; 0 = no limit
   uint32_t rate_burst = 50;
   std::chrono::nanoseconds default_timeout = std::chrono::seconds(10);
+  /// How long a saga read in an end state is answered from the gateway's
+  /// memory (an ended saga no longer changes); 0 = always ask its owner.
+  std::chrono::nanoseconds ended_cache_ttl = std::chrono::seconds(2);
   input_limits limits;
   /// Services and methods callable by Invoke, "service/method" or "service/*";
   /// the application must also expose them in the api_catalog.

@@ -161,6 +161,7 @@ struct saga_settings {
   std::chrono::nanoseconds stall_after = std::chrono::minutes(5);
   uint32_t recovery_batch = 256; ///< instances resumed per turn of the manager
   uint32_t snapshot_every = 32;  ///< log records of an instance between snapshots
+  uint32_t ended_cache = 4096;   ///< ended instances answered from memory
   std::chrono::nanoseconds forward_timeout = std::chrono::seconds(10);
 };
 
