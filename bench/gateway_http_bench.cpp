@@ -1,5 +1,6 @@
-// The HTTP gateway under wrk: POST /v1/sagas/order_processing (a durable
-// four-step saga per request, a fresh idempotency key each) and GET
+// The HTTP gateway under wrk: POST /v1/sagas/greeting (a durable one-step
+// saga per request, a fresh idempotency key each, as the gRPC benchmark
+// starts) and GET
 // /v1/sagas/{id}, over keep-alive, against a troupe-node and against
 // bare_http_server answering bodies of the same sizes. wrk has no rate
 // flag, so the light load is one connection (one request in flight) and
@@ -187,25 +188,23 @@ int main(int argc, char** argv) {
   fs::create_directories(dir);
   try {
     child node{{TROUPE_NODE_BINARY, "--node.name", "bench", "--services.enabled",
-                "[orders, inventory, payment, shipping, sagas, gateway]", "--store.path",
-                (dir / "store").string(), "--status.port", "0", "--cluster.port", "0",
-                "--gateways.grpc.enabled", "false", "--gateways.http.port", "0",
-                "--log.level", "info"}};
+                "[greeter, sagas, gateway]", "--store.path", (dir / "store").string(),
+                "--status.port", "0", "--cluster.port", "0", "--gateways.grpc.enabled",
+                "false", "--gateways.http.port", "0", "--log.level", "info"}};
     auto port = node.wait_for(std::regex{R"(http gateway listening on [^ ]+:(\d+)\s)"},
                               std::chrono::seconds(60));
     auto base = "http://127.0.0.1:" + port;
 
     // The first start waits for the node to be ready.
-    std::string order =
-        R"({"json":{"orderId":"bench-0","customer":"c","sku":"widget","quantity":1},"idempotencyKey":"bench-0"})";
+    std::string greet = R"({"json":{"name":"bench-0"},"idempotencyKey":"bench-0"})";
     std::string started;
     auto deadline = steady::now() + std::chrono::seconds(60);
     while (started.find("\"created\"") == std::string::npos) {
       if (steady::now() > deadline)
         throw std::runtime_error("the node did not start a saga: " + started);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      started = curl("-H 'Content-Type: application/json' -d '" + order + "' " + base +
-                     "/v1/sagas/order_processing");
+      started = curl("-H 'Content-Type: application/json' -d '" + greet + "' " + base +
+                     "/v1/sagas/greeting");
     }
     std::smatch m;
     std::regex_search(started, m, std::regex{R"re("id":"([^"]+)")re"});
@@ -220,8 +219,8 @@ int main(int argc, char** argv) {
     }
     // A fresh start's answer is a running saga; measure one of those.
     auto fresh = curl("-H 'Content-Type: application/json' -d '" +
-                      std::regex_replace(order, std::regex{"bench-0"}, "bench-size") +
-                      "' " + base + "/v1/sagas/order_processing");
+                      std::regex_replace(greet, std::regex{"bench-0"}, "bench-size") +
+                      "' " + base + "/v1/sagas/greeting");
 
     child bare{{BARE_HTTP_SERVER, "--post-bytes", std::to_string(fresh.size()),
                 "--get-bytes", std::to_string(got.size())}};
@@ -239,10 +238,9 @@ int main(int argc, char** argv) {
                              "  local key = 'b"
                           << run_id
                           << "-' .. n\n"
-                             "  local body = '{\"json\":{\"orderId\":\"' .. key .. "
-                             "'\",\"customer\":\"c\",\"sku\":\"widget\",\"quantity\":1},"
-                             "\"idempotencyKey\":\"' .. key .. '\"}'\n"
-                             "  return wrk.format('POST', '/v1/sagas/order_processing', "
+                             "  local body = '{\"json\":{\"name\":\"' .. key .. "
+                             "'\"},\"idempotencyKey\":\"' .. key .. '\"}'\n"
+                             "  return wrk.format('POST', '/v1/sagas/greeting', "
                              "{['Content-Type'] = 'application/json'}, body)\n"
                              "end\n";
 
@@ -260,8 +258,7 @@ int main(int argc, char** argv) {
           std::string cmd = "wrk -t1 -c" + std::to_string(conns) + " -d" +
                             std::to_string(seconds) + "s --latency ";
           if (op == "POST")
-            cmd +=
-                "-s " + script.string() + " " + url_base + "/v1/sagas/order_processing";
+            cmd += "-s " + script.string() + " " + url_base + "/v1/sagas/greeting";
           else if (op == "404")
             cmd += url_base + "/v1/no-such-route";
           else
