@@ -163,102 +163,66 @@ void set_struct_from(const google::protobuf::Message& m, google::protobuf::Struc
     out.Clear();
 }
 
-// The inputs of recently rendered sagas in their JSON mapping: an input
-// never changes, and mapping it (binary to JSON text to Struct) costs more
-// than all the rest of a rendering. Bounded; the oldest entry goes first.
-class input_cache {
+// A bounded map of what the backend renders again and again; the oldest
+// entry goes first when it is full. Entries live for `ttl`; a zero ttl
+// keeps nothing, the largest one keeps entries until they are pushed out.
+template <class Value>
+class bounded_cache {
 public:
   static constexpr size_t capacity = 4096;
+  static constexpr auto forever = std::chrono::nanoseconds::max();
 
-  std::shared_ptr<const google::protobuf::Struct> find(const std::string& id) {
-    std::lock_guard<std::mutex> guard{mtx_};
-    auto i = by_id_.find(id);
-    return i == by_id_.end() ? nullptr : i->second;
-  }
-
-  void insert(const std::string& id, const google::protobuf::Struct& input) {
-    auto copy = std::make_shared<const google::protobuf::Struct>(input);
-    std::lock_guard<std::mutex> guard{mtx_};
-    if (!by_id_.emplace(id, std::move(copy)).second)
-      return;
-    order_.push_back(id);
-    if (order_.size() > capacity) {
-      by_id_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
-
-private:
-  std::mutex mtx_;
-  std::unordered_map<std::string, std::shared_ptr<const google::protobuf::Struct>> by_id_;
-  std::deque<std::string> order_;
-};
-
-// Sagas read in an end state, answered again from memory for a short
-// time: an ended saga no longer changes, and clients poll finished ones.
-// Bounded; the oldest entry goes first.
-class ended_saga_cache {
-public:
-  static constexpr size_t capacity = 4096;
-
-  explicit ended_saga_cache(std::chrono::nanoseconds ttl)
+  explicit bounded_cache(std::chrono::nanoseconds ttl)
       : ttl_(ttl) {}
 
-  static bool ended(const v1::Saga& s) {
-    switch (s.state()) {
-    case v1::SAGA_STATE_COMPLETED:
-    case v1::SAGA_STATE_COMPENSATED:
-    case v1::SAGA_STATE_FAILED_COMPENSATION:
-    case v1::SAGA_STATE_CANCELLED:
-      return true;
-    default:
-      return false;
-    }
-  }
-
-  std::shared_ptr<const v1::Saga> find(const std::string& id) {
+  std::shared_ptr<const Value> find(const std::string& key) {
     if (ttl_.count() == 0)
       return nullptr;
-    auto now = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> guard{mtx_};
-    auto i = by_id_.find(id);
-    if (i == by_id_.end())
+    auto i = by_key_.find(key);
+    if (i == by_key_.end())
       return nullptr;
-    if (now >= i->second.expires) {
-      by_id_.erase(i);
+    if (ttl_ != forever && std::chrono::steady_clock::now() >= i->second.expires) {
+      by_key_.erase(i);
       return nullptr;
     }
-    return i->second.saga;
+    return i->second.value;
   }
 
-  void insert(const v1::Saga& saga) {
-    if (ttl_.count() == 0 || !ended(saga))
+  void insert(const std::string& key, const Value& value) {
+    if (ttl_.count() == 0)
       return;
-    entry e{std::make_shared<const v1::Saga>(saga),
-            std::chrono::steady_clock::now() + ttl_};
+    entry e{std::make_shared<const Value>(value),
+            ttl_ == forever ? std::chrono::steady_clock::time_point::max()
+                            : std::chrono::steady_clock::now() + ttl_};
     std::lock_guard<std::mutex> guard{mtx_};
-    auto [at, fresh] = by_id_.try_emplace(saga.id(), e);
+    auto [at, fresh] = by_key_.try_emplace(key, e);
     if (!fresh) {
       at->second = std::move(e);
       return;
     }
-    order_.push_back(saga.id());
+    order_.push_back(key);
     if (order_.size() > capacity) {
-      by_id_.erase(order_.front());
+      by_key_.erase(order_.front());
       order_.pop_front();
     }
   }
 
 private:
   struct entry {
-    std::shared_ptr<const v1::Saga> saga;
+    std::shared_ptr<const Value> value;
     std::chrono::steady_clock::time_point expires;
   };
   std::chrono::nanoseconds ttl_;
   std::mutex mtx_;
-  std::unordered_map<std::string, entry> by_id_;
+  std::unordered_map<std::string, entry> by_key_;
   std::deque<std::string> order_;
 };
+
+bool ended(const v1::Saga& s) {
+  auto status = from_api(s.state());
+  return status && is_end_state(*status);
+}
 
 bool matches_invocable(const std::vector<std::string>& rules, const std::string& service,
                        const std::string& method) {
@@ -325,8 +289,12 @@ struct api_backend::impl : std::enable_shared_from_this<impl> {
   // every scheduler thread, not queued behind one actor.
   std::vector<caf::actor> bridges;
   std::atomic<size_t> next_bridge{0};
-  mutable input_cache inputs;
-  mutable ended_saga_cache ended{settings.ended_cache_ttl};
+  // A saga's input in its JSON mapping: it never changes, and mapping it
+  // (binary to JSON text to Struct) costs more than the rest of a rendering.
+  mutable bounded_cache<google::protobuf::Struct> inputs{
+      bounded_cache<google::protobuf::Struct>::forever};
+  // Sagas read in an end state: they no longer change, and clients poll them.
+  mutable bounded_cache<v1::Saga> ended_sagas{settings.ended_cache_ttl};
 
   impl(caf::actor_system& sys, std::shared_ptr<const api_catalog> catalog,
        gateway_settings s)
@@ -483,7 +451,8 @@ bool sane_id(const std::string& id) {
 constexpr auto saga_of = [](const auto& backend, const saga_snapshot& snapshot) {
   v1::Saga out;
   backend.render_saga(snapshot, out);
-  backend.ended.insert(out);
+  if (ended(out))
+    backend.ended_sagas.insert(out.id(), out);
   return out;
 };
 
@@ -586,7 +555,7 @@ void api_backend::get_saga(const request_info& info, const v1::GetSagaRequest& r
     return done(st, {});
   if (!sane_id(req.id()))
     return done(invalid("a saga id is 1 to 256 printable characters"), {});
-  if (auto known = impl_->ended.find(req.id()))
+  if (auto known = impl_->ended_sagas.find(req.id()))
     return done({}, *known);
   impl_->forward<saga_snapshot>(info, troupe::get_saga{req.id()}, std::move(done),
                                 std::move(cancel), saga_of);

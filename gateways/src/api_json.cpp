@@ -202,6 +202,20 @@ void append_value(std::string& out, const google::protobuf::Value& v) {
   }
 }
 
+// `[item,item,...]`, each written by `append_item`.
+template <class Items, class AppendItem>
+void append_array(std::string& out, const Items& items, AppendItem append_item) {
+  out.push_back('[');
+  bool first = true;
+  for (const auto& item : items) {
+    if (!first)
+      out.push_back(',');
+    first = false;
+    append_item(out, item);
+  }
+  out.push_back(']');
+}
+
 void append_step(std::string& out, const v1::Step& s) {
   object_writer o{out};
   o.string("name", s.name());
@@ -239,14 +253,7 @@ void append_saga(std::string& out, const v1::Saga& s) {
   o.timestamp("updateTime", s.has_update_time(), s.update_time());
   o.timestamp("deadline", s.has_deadline(), s.deadline());
   o.timestamp("endTime", s.has_end_time(), s.end_time());
-  auto& steps = o.field("steps");
-  steps.push_back('[');
-  for (int i = 0; i < s.steps_size(); ++i) {
-    if (i > 0)
-      steps.push_back(',');
-    append_step(steps, s.steps(i));
-  }
-  steps.push_back(']');
+  append_array(o.field("steps"), s.steps(), append_step);
 }
 
 void append_summary(std::string& out, const v1::SagaSummary& s) {
@@ -287,14 +294,7 @@ std::string json_of(const v1::ListSagasResponse& response) {
   out.reserve(64 + 192 * static_cast<size_t>(response.sagas_size()));
   {
     object_writer o{out};
-    auto& list = o.field("sagas");
-    list.push_back('[');
-    for (int i = 0; i < response.sagas_size(); ++i) {
-      if (i > 0)
-        list.push_back(',');
-      append_summary(list, response.sagas(i));
-    }
-    list.push_back(']');
+    append_array(o.field("sagas"), response.sagas(), append_summary);
     o.string("nextPageToken", response.next_page_token());
   }
   return out;
