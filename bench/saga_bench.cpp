@@ -288,9 +288,8 @@ struct node_parts {
 template <class Handle>
 void register_service(caf::actor_system& sys, const std::string& name, const Handle& h) {
   auto names = sys.message_types<Handle>();
-  caf::anon_send(troupe::local_cluster(sys), troupe::register_service_atom::value, name,
-                 caf::actor_cast<caf::actor>(h),
-                 std::vector<std::string>(names.begin(), names.end()));
+  troupe::register_service(sys, name, caf::actor_cast<caf::actor>(h),
+                           std::vector<std::string>(names.begin(), names.end()));
 }
 
 node_parts start_node(caf::actor_system& sys, const std::string& store_path) {

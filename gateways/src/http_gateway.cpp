@@ -38,6 +38,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -53,6 +54,7 @@
 #include <spdlog/spdlog.h>
 
 #include <troupe/runtime/config.hpp>
+#include <troupe/runtime/detail/accept_loop.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
 
 #include "api_json.hpp"
@@ -663,11 +665,6 @@ private:
   std::deque<std::string> out_;
 };
 
-bool is_resource_shortage(const beast::error_code& ec) {
-  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
-         ec == asio::error::no_memory || ec.value() == ENFILE;
-}
-
 std::unique_ptr<ssl::context> make_tls(const tls_settings& tls,
                                        const std::string& where) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
@@ -695,11 +692,10 @@ std::unique_ptr<ssl::context> make_tls(const tls_settings& tls,
 struct http_gateway::impl {
   std::shared_ptr<shared_core> core;
   tcp::acceptor acceptor;
-  asio::steady_timer accept_timer;
+  std::optional<troupe::detail::accept_loop> accept_loop;
   // Closes connections past their deadline, a few times per shortest timeout.
   asio::steady_timer sweep_timer;
   std::chrono::nanoseconds sweep_period;
-  std::chrono::milliseconds backoff{10};
   uint16_t port = 0;
   std::vector<std::thread> threads;
   std::mutex run_mtx;
@@ -710,7 +706,6 @@ struct http_gateway::impl {
   impl(std::shared_ptr<api_backend> backend, const gateway_settings& s)
       : core(std::make_shared<shared_core>(std::move(backend), s))
       , acceptor(asio::make_strand(core->io))
-      , accept_timer(acceptor.get_executor())
       , sweep_timer(acceptor.get_executor())
       , sweep_period(std::clamp<std::chrono::nanoseconds>(
             std::min({s.limits.read_timeout, s.limits.idle_timeout,
@@ -721,7 +716,10 @@ struct http_gateway::impl {
     if (s.tls.enabled())
       core->tls = make_tls(s.tls, where);
     port = troupe::detail::listen_on(acceptor, s.http_host, s.http_port, "http gateway");
-    accept();
+    accept_loop.emplace(
+        acceptor, "http gateway", [this] { return asio::make_strand(core->io); },
+        [this](tcp::socket socket) { serve(std::move(socket)); });
+    accept_loop->start();
     sweep();
     auto n = std::max<uint32_t>(1, s.http_threads);
     running = n;
@@ -742,34 +740,6 @@ struct http_gateway::impl {
     std::lock_guard<std::mutex> guard{run_mtx};
     --running;
     run_cv.notify_all();
-  }
-
-  void accept() {
-    acceptor.async_accept(asio::make_strand(core->io), [this](beast::error_code ec,
-                                                              tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open())
-        return;
-      if (ec) {
-        if (is_resource_shortage(ec)) {
-          // Out of descriptors: the connection stays in the backlog, so
-          // accepting again at once would spin. Wait, doubling up to 1 s.
-          spdlog::warn("http gateway: cannot accept a connection ({}); retrying in {} ms",
-                       ec.message(), backoff.count());
-          accept_timer.expires_after(backoff);
-          backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
-          accept_timer.async_wait([this](beast::error_code wait_ec) {
-            if (!wait_ec && acceptor.is_open())
-              accept();
-          });
-          return;
-        }
-        accept();
-        return;
-      }
-      backoff = 10ms;
-      serve(std::move(socket));
-      accept();
-    });
   }
 
   void sweep() {
@@ -824,9 +794,7 @@ struct http_gateway::impl {
         open.push_back(weak);
     }
     asio::post(acceptor.get_executor(), [this] {
-      beast::error_code ignored;
-      acceptor.close(ignored);
-      accept_timer.cancel();
+      accept_loop->close();
       sweep_timer.cancel();
     });
     for (auto& weak : open)

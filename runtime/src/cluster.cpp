@@ -1,8 +1,10 @@
 #include <troupe/runtime/cluster.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -61,6 +63,28 @@ std::vector<std::string> resolve_addresses(const std::string& name) {
   return result;
 }
 
+std::optional<peer_address> parse_peer_address(const std::string& text,
+                                               std::string* why) {
+  auto fail = [&](std::string reason) -> std::optional<peer_address> {
+    if (why != nullptr)
+      *why = std::move(reason);
+    return std::nullopt;
+  };
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return fail("expected host:port");
+  auto host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  auto digits = std::string_view{text}.substr(colon + 1);
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() ||
+      port == 0 || port > 65535)
+    return fail("the port must be a number from 1 to 65535");
+  return peer_address{std::move(host), static_cast<uint16_t>(port)};
+}
+
 namespace {
 
 using resolver_actor = caf::typed_actor<
@@ -77,7 +101,7 @@ std::string address_key(const std::string& host, uint16_t port) {
 
 struct member_state {
   member_info info;
-  cluster_actor endpoint;
+  cluster_peer_actor endpoint;
 };
 
 struct cluster_state {
@@ -91,7 +115,9 @@ struct cluster_state {
   std::map<std::string, member_state> members; // by node name
   std::set<std::string> connecting;            // address keys in flight
   std::set<std::string> known_addresses;       // seeds, DNS results, lost members
-  std::set<std::string> down_members;          // marked down, not back yet
+  std::set<std::string> seeds;                 // never forgotten
+  std::map<std::string, std::chrono::steady_clock::time_point> unanswered_since;
+  std::set<std::string> down_members;                    // marked down, not back yet
   std::map<caf::actor_addr, std::string> local_services; // handle -> service name
   std::vector<service_entry> local_entries;
   resolver_actor resolver;
@@ -155,8 +181,10 @@ void mark_down(self_ptr self, const std::string& name, const std::string& why) {
   spdlog::warn("member {} at {} is down: {}", name,
                address_key(i->second.info.host, i->second.info.port), why);
   self->demonitor(i->second.endpoint.address());
-  // Keep its address: a restarted process comes back there.
-  st.known_addresses.insert(address_key(i->second.info.host, i->second.info.port));
+  // Keep its address for a while: a restarted process comes back there.
+  auto address = address_key(i->second.info.host, i->second.info.port);
+  st.known_addresses.insert(address);
+  st.unanswered_since.emplace(address, std::chrono::steady_clock::now());
   st.down_members.insert(name);
   st.members.erase(i);
   publish_view(self);
@@ -176,7 +204,7 @@ void add_member(self_ptr self, const member_info& info) {
     // Same name, new process: the old incarnation is gone.
     mark_down(self, info.name, "replaced by a new incarnation");
   }
-  auto endpoint = caf::actor_cast<cluster_actor>(info.endpoint);
+  auto endpoint = caf::actor_cast<cluster_peer_actor>(info.endpoint);
   self->monitor(endpoint);
   st.down_members.erase(info.name);
   st.members.emplace(info.name, member_state{info, endpoint});
@@ -198,6 +226,8 @@ std::vector<member_info> view_of(self_ptr self) {
 }
 
 void connect_to(self_ptr self, const std::string& host, uint16_t port);
+void join_through(self_ptr self, const std::string& key, const std::string& host,
+                  uint16_t port, const std::string& connect_host, uint16_t connect_port);
 
 void handle_join_reply(self_ptr self, const std::vector<member_info>& view) {
   auto& st = self->state;
@@ -222,13 +252,32 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
     if (m.info.host == host && m.info.port == port)
       return;
   st.connecting.insert(key);
+  if (!st.settings.dial) {
+    join_through(self, key, host, port, host, port);
+    return;
+  }
+  // The gate resolves and connects on its own thread; CAF's middleman only
+  // connects where a peer has just answered.
+  auto weak = caf::actor_cast<caf::weak_actor_ptr>(self);
+  st.settings.dial(
+      host, port, st.settings.connect_timeout,
+      [weak, key](bool ok, std::string at, uint16_t at_port, std::string error) {
+        if (auto me = caf::actor_cast<caf::actor>(weak))
+          caf::send_as(me, me, dialed_atom::value, key, ok, std::move(at), at_port,
+                       std::move(error));
+      });
+}
+
+void join_through(self_ptr self, const std::string& key, const std::string& host,
+                  uint16_t port, const std::string& connect_host, uint16_t connect_port) {
+  auto& st = self->state;
   auto mm = self->system().middleman().actor_handle();
   auto timeout = st.settings.connect_timeout;
-  self->request(mm, timeout, caf::connect_atom::value, host, port)
+  self->request(mm, timeout, caf::connect_atom::value, connect_host, connect_port)
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr,
               const std::set<std::string>&) {
-            auto peer = caf::actor_cast<cluster_actor>(ptr);
+            auto peer = caf::actor_cast<cluster_peer_actor>(ptr);
             if (!peer) {
               self->state.connecting.erase(key);
               return;
@@ -241,7 +290,8 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
                       self->state.connecting.erase(key);
                       // The peer's own entry comes first in its view.
                       for (auto& info : view)
-                        if (info.host == host && info.port == port) {
+                        if (info.host == host && info.port == port && info.endpoint &&
+                            info.endpoint.node() == peer.node()) {
                           add_member(self, info);
                           // Services registered while the join was in flight
                           // were announced to members only, which the peer
@@ -252,15 +302,18 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
                               sent |=
                                   old.name == entry.name && old.handle == entry.handle;
                             if (!sent && info.endpoint)
-                              self->send(caf::actor_cast<cluster_actor>(info.endpoint),
-                                         service_up_atom::value, entry);
+                              self->send(
+                                  caf::actor_cast<cluster_peer_actor>(info.endpoint),
+                                  service_up_atom::value, entry);
                           }
                         }
                       if (!self->state.joined) {
                         self->state.joined = true;
                         spdlog::info("joined the cluster through {}", key);
                       }
-                      self->state.known_addresses.erase(key);
+                      if (self->state.seeds.count(key) == 0)
+                        self->state.known_addresses.erase(key);
+                      self->state.unanswered_since.erase(key);
                       publish_view(self);
                       handle_join_reply(self, view);
                     },
@@ -275,25 +328,25 @@ void connect_to(self_ptr self, const std::string& host, uint16_t port) {
           });
 }
 
-std::pair<std::string, uint16_t> split_address(const std::string& addr) {
-  auto colon = addr.rfind(':');
-  if (colon == std::string::npos)
-    return {addr, 0};
-  auto host = addr.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  return {host, static_cast<uint16_t>(std::stoul(addr.substr(colon + 1)))};
-}
-
 void on_tick(self_ptr self) {
   auto& st = self->state;
   if (st.leaving)
     return;
-  for (auto& addr : st.known_addresses) {
-    auto [host, port] = split_address(addr);
-    if (port != 0)
-      connect_to(self, host, port);
+  auto now = std::chrono::steady_clock::now();
+  for (auto i = st.unanswered_since.begin(); i != st.unanswered_since.end();) {
+    if (st.seeds.count(i->first) == 0 && now - i->second > st.settings.forget_after) {
+      spdlog::info(
+          "forgetting {}: no answer for {} s", i->first,
+          std::chrono::duration_cast<std::chrono::seconds>(now - i->second).count());
+      st.known_addresses.erase(i->first);
+      i = st.unanswered_since.erase(i);
+    } else {
+      ++i;
+    }
   }
+  for (auto& addr : st.known_addresses)
+    if (auto peer = parse_peer_address(addr))
+      connect_to(self, peer->host, peer->port);
   if (!st.settings.dns_name.empty() && !st.resolving) {
     st.resolving = true;
     self->request(st.resolver, st.settings.connect_timeout, resolve_atom::value,
@@ -341,6 +394,58 @@ void on_tick(self_ptr self) {
   self->delayed_send(self, st.settings.heartbeat_interval, cluster_tick_atom::value);
 }
 
+caf::node_id sender_node(self_ptr self) {
+  const auto& sender = self->current_sender();
+  return sender != nullptr ? sender->node() : caf::node_id{};
+}
+
+// Anonymous messages are refused too: a peer's anonymous message carries no
+// sender, so it cannot be told apart from a local one.
+bool from_this_node(self_ptr self) {
+  const auto& sender = self->current_sender();
+  return sender != nullptr && sender->node() == self->node();
+}
+
+caf::error refuse(self_ptr self, const std::string& what, const std::string& why) {
+  auto node = sender_node(self);
+  spdlog::warn("cluster: refused {} from {}: {}", what,
+               node ? caf::to_string(node) : std::string{"an anonymous sender"}, why);
+  static auto& refused =
+      prometheus::BuildCounter()
+          .Name("troupe_cluster_refused_messages_total")
+          .Help("Cluster messages refused because their sender may not "
+                "send them (another node's claims, node-local API).")
+          .Register(metrics::instance().registry())
+          .Add({});
+  refused.Increment();
+  return make_error(errc::rejected, "refused " + what + ": " + why);
+}
+
+// Why a join does not describe the node that sent it; nothing if it does.
+std::optional<std::string> claim_of_other_node(self_ptr self, const member_info& info) {
+  auto node = sender_node(self);
+  if (!node || node == self->node())
+    return "a join must come from the joining node";
+  if (info.node_id != caf::to_string(node) || !info.endpoint ||
+      info.endpoint.node() != node)
+    return "the join describes another node";
+  for (auto& svc : info.services)
+    if (svc.handle && svc.handle.node() != node)
+      return "service " + svc.name + " runs on another node";
+  return std::nullopt;
+}
+
+// Why the sender may not speak for member `name`; nothing if it may.
+std::optional<std::string> not_sent_by_member(self_ptr self, const std::string& name) {
+  auto i = self->state.members.find(name);
+  if (i == self->state.members.end())
+    return "no member " + name;
+  auto node = sender_node(self);
+  if (!node || i->second.info.node_id != caf::to_string(node))
+    return "the message is about another node";
+  return std::nullopt;
+}
+
 cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
                                      std::shared_ptr<cluster_view> view) {
   auto& st = self->state;
@@ -351,8 +456,10 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   st.self_info.port = st.settings.port;
   st.self_info.node_id = caf::to_string(self->system().node());
   st.self_info.endpoint = caf::actor_cast<caf::actor>(self);
-  for (auto& seed : st.settings.seeds)
+  for (auto& seed : st.settings.seeds) {
     st.known_addresses.insert(seed);
+    st.seeds.insert(seed);
+  }
   if (!st.settings.dns_name.empty())
     st.resolver = self->spawn<caf::linked + caf::detached>(resolver);
 
@@ -385,7 +492,8 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   // Publishing is asynchronous: the supervisor restarts us (with backoff)
   // when it fails.
   auto mm = self->system().middleman().actor_handle();
-  auto ifs = self->system().message_types<cluster_actor>();
+  // Peers learn the peer protocol only.
+  auto ifs = self->system().message_types<cluster_peer_actor>();
   self->request(mm, std::chrono::seconds(10), caf::publish_atom::value, uint16_t{0},
                 caf::actor_cast<caf::strong_actor_ptr>(self), ifs,
                 st.settings.backend_host, true)
@@ -422,9 +530,11 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   });
 
   return {
-      [=](join_atom, const member_info& info) -> std::vector<member_info> {
+      [=](join_atom, const member_info& info) -> caf::result<std::vector<member_info>> {
+        if (auto why = claim_of_other_node(self, info))
+          return refuse(self, "join as " + info.name, *why);
         if (self->state.leaving)
-          return {};
+          return std::vector<member_info>{};
         add_member(self, info);
         if (!self->state.joined) {
           // Someone reached us: we are part of a cluster now.
@@ -439,6 +549,10 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         return pong_atom::value;
       },
       [=](leave_atom, const std::string& name, const std::string& node_id) {
+        if (auto why = not_sent_by_member(self, name)) {
+          refuse(self, "leave of " + name, *why);
+          return;
+        }
         auto i = self->state.members.find(name);
         if (i != self->state.members.end() && i->second.info.node_id == node_id) {
           self->demonitor(i->second.endpoint.address());
@@ -448,9 +562,14 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         }
       },
       [=](service_up_atom, service_entry entry) {
-        auto i = self->state.members.find(entry.node);
-        if (i == self->state.members.end())
+        auto why = not_sent_by_member(self, entry.node);
+        if (!why && entry.handle && entry.handle.node() != sender_node(self))
+          why = "the service runs on another node";
+        if (why) {
+          refuse(self, "service up of " + entry.name + " on " + entry.node, *why);
           return;
+        }
+        auto i = self->state.members.find(entry.node);
         auto& services = i->second.info.services;
         services.erase(std::remove_if(services.begin(), services.end(),
                                       [&](auto& e) { return e.name == entry.name; }),
@@ -459,9 +578,11 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         publish_view(self);
       },
       [=](service_down_atom, const std::string& node, const std::string& service) {
-        auto i = self->state.members.find(node);
-        if (i == self->state.members.end())
+        if (auto why = not_sent_by_member(self, node)) {
+          refuse(self, "service down of " + service + " on " + node, *why);
           return;
+        }
+        auto i = self->state.members.find(node);
         auto& services = i->second.info.services;
         services.erase(std::remove_if(services.begin(), services.end(),
                                       [&](auto& e) { return e.name == service; }),
@@ -469,7 +590,12 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         publish_view(self);
       },
       [=](register_service_atom, const std::string& name, caf::actor handle,
-          std::vector<std::string> interface) -> caf::ok_atom {
+          std::vector<std::string> interface) {
+        if (!from_this_node(self) || !handle || handle.node() != self->node()) {
+          refuse(self, "register of service " + name,
+                 "only this node registers its services");
+          return;
+        }
         auto& st = self->state;
         service_entry entry{name, st.self_info.name, handle, std::move(interface)};
         auto& entries = st.local_entries;
@@ -483,10 +609,11 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
           self->send(m.endpoint, service_up_atom::value, entry);
         spdlog::info("service {} registered", name);
         publish_view(self);
-        return caf::ok_atom::value;
       },
       [=](find_service_atom, const std::string& name,
           const std::vector<std::string>& interface) -> caf::result<caf::actor> {
+        if (!from_this_node(self))
+          return refuse(self, "lookup of " + name, "the registry API is node-local");
         auto& st = self->state;
         const service_entry* found = nullptr;
         for (auto& e : st.local_entries)
@@ -505,8 +632,14 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
                                                           " speaks another interface");
         return found->handle;
       },
-      [=](members_atom) { return view_of(self); },
-      [=](leave_cluster_atom) {
+      [=](members_atom) -> caf::result<std::vector<member_info>> {
+        if (!from_this_node(self))
+          return refuse(self, "members", "the registry API is node-local");
+        return view_of(self);
+      },
+      [=](leave_cluster_atom) -> caf::result<caf::ok_atom> {
+        if (!from_this_node(self))
+          return refuse(self, "leave_cluster", "only this node makes itself leave");
         auto& st = self->state;
         st.leaving = true;
         for (auto& [name, m] : st.members) {
@@ -520,7 +653,25 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         spdlog::info("left the cluster");
         return caf::ok_atom::value;
       },
-      [=](cluster_tick_atom) { on_tick(self); },
+      [=](cluster_tick_atom) {
+        if (from_this_node(self))
+          on_tick(self);
+      },
+      [=](dialed_atom, const std::string& key, bool ok, const std::string& at,
+          uint16_t at_port, const std::string& error) {
+        if (!from_this_node(self))
+          return;
+        if (!ok) {
+          self->state.connecting.erase(key);
+          self->state.unanswered_since.emplace(key, std::chrono::steady_clock::now());
+          spdlog::debug("cannot reach {}: {}", key, error);
+          return;
+        }
+        if (auto peer = parse_peer_address(key))
+          join_through(self, key, peer->host, peer->port, at, at_port);
+        else
+          self->state.connecting.erase(key);
+      },
   };
 }
 
@@ -533,6 +684,14 @@ cluster_actor spawn_cluster(caf::actor_system& sys, cluster_settings settings,
   // must find it before it first runs.
   sys.registry().put(cluster_atom::value, caf::actor_cast<caf::strong_actor_ptr>(handle));
   return handle;
+}
+
+void register_service(caf::actor_system& sys, const std::string& name,
+                      const caf::actor& handle, std::vector<std::string> interface) {
+  // Sent as the service itself: the registry refuses senders of other nodes
+  // and anonymous ones.
+  caf::send_as(handle, local_cluster(sys), register_service_atom::value, name, handle,
+               std::move(interface));
 }
 
 cluster_actor local_cluster(caf::actor_system& sys) {

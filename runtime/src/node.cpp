@@ -75,6 +75,38 @@ void declare_runtime_config(config_schema& s) {
       .min(10ms)
       .max(60s)
       .describe("Timeout for connecting and joining a peer.");
+  s.declare("cluster.forget_after", value_kind::duration)
+      .default_value("10m")
+      .min(1s)
+      .describe("Addresses of members that went away are retried this long, then "
+                "forgotten; seeds are retried forever.");
+  s.declare("cluster.max_connections", value_kind::integer)
+      .default_value("256")
+      .min(1)
+      .max(65536)
+      .describe("Most connections the cluster port holds open; more are refused.");
+  s.declare("cluster.max_buffer_memory", value_kind::integer)
+      .default_value("67108864")
+      .min(1048576)
+      .describe("Bytes of buffers all cluster connections may take together (about "
+                "128 KiB each, plus 48 KiB with TLS); caps connections further.");
+  s.declare("cluster.handshake_timeout", value_kind::duration)
+      .default_value("5s")
+      .min(10ms)
+      .max(600s)
+      .describe("A peer must finish its TLS and cluster handshakes within this time.");
+  s.declare("cluster.idle_timeout", value_kind::duration)
+      .default_value("60s")
+      .min(100ms)
+      .describe("A cluster connection without traffic for this long is closed; must "
+                "exceed twice cluster.heartbeat_interval.");
+  s.declare("cluster.tls.ca_file", value_kind::string)
+      .describe("PEM bundle of the cluster CA; peers must present a certificate it "
+                "signed. Setting cluster.tls.* turns on mutual TLS between nodes.");
+  s.declare("cluster.tls.cert_file", value_kind::string)
+      .describe("PEM certificate chain of this node, signed by cluster.tls.ca_file.");
+  s.declare("cluster.tls.key_file", value_kind::string)
+      .describe("PEM private key of cluster.tls.cert_file; empty: in the cert file.");
   s.declare("status.enabled", value_kind::boolean)
       .default_value("true")
       .describe("Serve /metrics, /healthz, /readyz and /cluster over HTTP.");
@@ -266,6 +298,11 @@ cluster_settings cluster_settings_from(const config& cfg) {
   }
   s.port = static_cast<uint16_t>(cfg.get_int("cluster.port"));
   s.seeds = cfg.get_list("cluster.seeds");
+  for (auto& seed : s.seeds) {
+    std::string why;
+    if (!parse_peer_address(seed, &why))
+      throw config_error("cluster.seeds", "seed '" + seed + "': " + why);
+  }
   if (cfg.has("cluster.dns_name"))
     s.dns_name = cfg.get_string("cluster.dns_name");
   s.dns_port = static_cast<uint16_t>(cfg.get_int("cluster.dns_port"));
@@ -273,7 +310,39 @@ cluster_settings cluster_settings_from(const config& cfg) {
       duration_cast<ms>(cfg.get_duration("cluster.heartbeat_interval"));
   s.failure_timeout = duration_cast<ms>(cfg.get_duration("cluster.failure_timeout"));
   s.connect_timeout = duration_cast<ms>(cfg.get_duration("cluster.connect_timeout"));
+  s.forget_after = duration_cast<ms>(cfg.get_duration("cluster.forget_after"));
   return s;
+}
+
+cluster_gate::settings gate_settings_from(const config& cfg,
+                                          const cluster_settings& cluster) {
+  using std::chrono::duration_cast;
+  using ms = std::chrono::milliseconds;
+  cluster_gate::settings g;
+  g.bind_host = cluster.bind_host;
+  g.port = cluster.port;
+  g.max_frame_bytes = static_cast<uint32_t>(cfg.get_int("cluster.max_frame_size"));
+  g.max_connections = static_cast<uint32_t>(cfg.get_int("cluster.max_connections"));
+  g.max_buffer_bytes = static_cast<uint64_t>(cfg.get_int("cluster.max_buffer_memory"));
+  g.handshake_timeout = duration_cast<ms>(cfg.get_duration("cluster.handshake_timeout"));
+  g.idle_timeout = duration_cast<ms>(cfg.get_duration("cluster.idle_timeout"));
+  if (g.idle_timeout <= 2 * cluster.heartbeat_interval)
+    throw config_error("cluster.idle_timeout",
+                       "cluster.idle_timeout must exceed twice "
+                       "cluster.heartbeat_interval, or healthy connections are closed");
+  auto text = [&](const char* key) {
+    return cfg.has(key) ? cfg.get_string(key) : std::string{};
+  };
+  g.tls = {text("cluster.tls.ca_file"), text("cluster.tls.cert_file"),
+           text("cluster.tls.key_file")};
+  if (!g.tls.ca_file.empty() || !g.tls.cert_file.empty() || !g.tls.key_file.empty()) {
+    if (g.tls.ca_file.empty() || g.tls.cert_file.empty())
+      throw config_error(g.tls.ca_file.empty() ? "cluster.tls.ca_file"
+                                               : "cluster.tls.cert_file",
+                         "mutual TLS between nodes needs both cluster.tls.ca_file and "
+                         "cluster.tls.cert_file");
+  }
+  return g;
 }
 
 bool enabled(const std::vector<std::string>& list, const std::string& name,
@@ -338,8 +407,10 @@ int node::run(int argc, char** argv) {
     return 0;
   }
   cluster_settings settings;
+  cluster_gate::settings gate_settings;
   try {
     settings = cluster_settings_from(cfg);
+    gate_settings = gate_settings_from(cfg, settings);
     auto wanted_now = cfg.get_list("services.enabled");
     for (auto& [name, check] : checks_)
       if (enabled(wanted_now, name, named_only_))
@@ -438,26 +509,40 @@ int node::run(int argc, char** argv) {
                    [start, iface, name, is_service, &cfg](caf::actor_system& s) {
                      auto handle = start(s, cfg);
                      if (is_service)
-                       caf::anon_send(local_cluster(s), register_service_atom::value,
-                                      name, handle, iface(s));
+                       register_service(s, name, handle, iface(s));
                      return handle;
                    },
                    comp.restart});
   }
   // The gate owns the public cluster port and checks peers' framing before
   // CAF's endpoint (on loopback) sees a byte.
-  std::unique_ptr<cluster_gate> gate;
+  std::shared_ptr<cluster_gate> gate;
   try {
-    gate = std::make_unique<cluster_gate>(
-        cluster_gate::settings{
-            settings.bind_host, settings.port,
-            static_cast<uint32_t>(cfg.get_int("cluster.max_frame_size"))},
-        [view] { return view->backend_port(); });
+    gate = std::make_shared<cluster_gate>(gate_settings,
+                                          [view] { return view->backend_port(); });
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
   }
   settings.port = gate->port();
+  if (!gate_settings.tls.enabled())
+    spdlog::warn("the cluster port {}:{} is unauthenticated and unencrypted: anyone who "
+                 "reaches it can join and call services; set cluster.tls.* for mutual "
+                 "TLS between nodes",
+                 settings.bind_host, settings.port);
+  // Peers are dialed by the gate, off CAF's threads. The gate dies before
+  // the actor system, so the cluster actor holds it weakly.
+  settings.dial =
+      [weak = std::weak_ptr<cluster_gate>{gate}](
+          const std::string& host, uint16_t port, std::chrono::milliseconds timeout,
+          std::function<void(bool, std::string, uint16_t, std::string)> done) {
+        auto g = weak.lock();
+        if (!g)
+          return;
+        g->dial(host, port, timeout, [done = std::move(done)](dial_result r) {
+          done(r.ok, std::move(r.host), r.port, std::move(r.error));
+        });
+      };
   std::vector<child_spec> root_children{
       child_spec{"cluster",
                  [settings, view](caf::actor_system& s) {

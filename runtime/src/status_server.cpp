@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <troupe/runtime/detail/accept_loop.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
 
 namespace troupe {
@@ -113,26 +114,18 @@ struct status_server::impl {
       : handlers_(std::move(h))
       , acceptor_(io_) {
     port_ = detail::listen_on(acceptor_, host, port, "status server");
-    accept();
-    thread_ = std::thread([this] { io_.run(); });
-  }
-
-  void accept() {
-    acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted)
-        return;
-      if (!ec)
-        std::make_shared<session>(std::move(socket), handlers_)->start();
-      accept();
+    accept_loop_.emplace(acceptor_, "status server", [this](tcp::socket socket) {
+      std::make_shared<session>(std::move(socket), handlers_)->start();
     });
+    accept_loop_->start();
+    thread_ = std::thread([this] { io_.run(); });
   }
 
   void stop() {
     if (!thread_.joinable())
       return;
     asio::post(io_, [this] {
-      beast::error_code ignored;
-      acceptor_.close(ignored);
+      accept_loop_->close();
       io_.stop();
     });
     thread_.join();
@@ -141,6 +134,7 @@ struct status_server::impl {
   handlers handlers_;
   asio::io_context io_{1};
   tcp::acceptor acceptor_;
+  std::optional<detail::accept_loop> accept_loop_;
   uint16_t port_ = 0;
   std::thread thread_;
 };

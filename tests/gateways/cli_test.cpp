@@ -16,7 +16,7 @@
 #include <troupe/api/v1/sagas.pb.h>
 
 #include "gateways/support/gateway_node.hpp"
-#include "gateways/support/test_certs.hpp"
+#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/http_get.hpp"
 #include "support/node_process.hpp"

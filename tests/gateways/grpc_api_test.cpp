@@ -26,7 +26,7 @@
 
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/grpc_client.hpp"
-#include "gateways/support/test_certs.hpp"
+#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/http_get.hpp"
 #include "support/node_process.hpp"

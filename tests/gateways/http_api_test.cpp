@@ -14,7 +14,7 @@
 
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/http_client.hpp"
-#include "gateways/support/test_certs.hpp"
+#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/node_process.hpp"
 

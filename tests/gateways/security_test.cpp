@@ -16,7 +16,7 @@
 
 #include <troupe/runtime/config.hpp>
 
-#include "gateways/support/test_certs.hpp"
+#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/node_process.hpp"
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/cluster_nodes.hpp"
 #include "support/http_get.hpp"
 #include "support/node_process.hpp"
 
@@ -18,88 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using namespace troupe::test;
-using strings = std::vector<std::string>;
-
-constexpr auto failure_timeout = 1s;
-constexpr auto heartbeat_interval = 100ms;
-
-// Generous: a deadline only matters when the test fails.
-constexpr auto patience = 15s;
-
-strings operator+(strings lhs, const strings& rhs) {
-  lhs.insert(lhs.end(), rhs.begin(), rhs.end());
-  return lhs;
-}
-
-// The same failure detector settings on every node.
-const strings fast_detector{"--cluster.heartbeat_interval", "100ms",
-                            "--cluster.failure_timeout",    "1s",
-                            "--cluster.connect_timeout",    "1s"};
-
-const strings runs_nothing{"--services.enabled", "[]"};
-const strings runs_greeter{"--services.enabled", "greeter"};
-const strings runs_caller{"--services.enabled", "caller", "--caller.interval", "100ms",
-                          "--caller.timeout",   "500ms"};
-
-strings seeded_by(const running_node& seed) {
-  return {"--cluster.seeds", seed.cluster_address()};
-}
-
-std::string describe(const std::optional<cluster_info>& view) {
-  if (!view)
-    return "(no /cluster answer)";
-  std::string out = view->node + " sees:";
-  for (auto& m : view->members) {
-    out += " " + m.name + "@" + m.address + "[";
-    for (auto& s : m.services)
-      out += s + " ";
-    out += "]";
-  }
-  return out;
-}
-
-// Waits until `node`'s /cluster lists exactly `names`; returns the last view.
-std::optional<cluster_info> wait_for_members(const running_node& node, strings names,
-                                             steady::time_point deadline) {
-  std::sort(names.begin(), names.end());
-  std::optional<cluster_info> view;
-  eventually(deadline, [&] {
-    view = get_cluster(node.status_port);
-    return view && view->names() == names;
-  });
-  return view;
-}
-
-void require_members(const running_node& node, const strings& names) {
-  auto view = wait_for_members(node, names, within(patience));
-  INFO("members expected on " << node.name << ": " << Catch::Detail::stringify(names));
-  INFO(describe(view));
-  INFO("log of " << node.name << ":\n" << node->output());
-  REQUIRE(view.has_value());
-  auto expected = names;
-  std::sort(expected.begin(), expected.end());
-  REQUIRE(view->names() == expected);
-}
-
-struct three_nodes {
-  running_node a;
-  running_node b;
-  running_node c;
-};
-
-// A starts the cluster; B and C join through A. Returns once every node sees
-// all three.
-three_nodes start_three(const strings& a_args, const strings& b_args,
-                        const strings& c_args, const strings& common = fast_detector) {
-  three_nodes n;
-  n.a = start_node("a", common + a_args, within(patience));
-  n.b = start_node("b", common + b_args + seeded_by(n.a), within(patience));
-  n.c = start_node("c", common + c_args + seeded_by(n.a), within(patience));
-  for (auto* node : {&n.a, &n.b, &n.c})
-    require_members(*node, {"a", "b", "c"});
-  return n;
-}
-
 template <class Duration>
 double seconds(Duration d) {
   return std::chrono::duration<double>(d).count();

@@ -2,8 +2,24 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <caf/atom.hpp>
+
+#include <troupe/runtime/detail/accept_loop.hpp>
+#include <troupe/runtime/detail/tcp_listen.hpp>
 
 namespace {
 
@@ -84,4 +100,223 @@ TEST_CASE("a stream cut inside a header or payload is reported as mid-frame") {
   CHECK(checker.mid_frame());
   REQUIRE(checker.feed(hello.data() + 40, hello.size() - 40));
   CHECK_FALSE(checker.mid_frame());
+}
+
+namespace {
+
+std::vector<uint8_t> named_message(uint64_t name) {
+  auto bytes = frame(direct_message, 0, 0);
+  bytes[3] = 0x01; // named receiver
+  for (int i = 0; i < 8; ++i)
+    bytes[24 + i] = static_cast<uint8_t>(name >> (56 - 8 * i));
+  return bytes;
+}
+
+constexpr uint8_t server_handshake = 0x00;
+
+} // namespace
+
+TEST_CASE("a message to a registry name other than CAF's spawn server is refused") {
+  troupe::basp_frame_checker checker{1 << 20, 1 << 16};
+  auto hello = frame(client_handshake, 0, 0);
+  REQUIRE(checker.feed(hello.data(), hello.size()));
+  auto to_spawn_server = named_message(static_cast<uint64_t>(caf::atom("SpawnServ")));
+  REQUIRE(checker.feed(to_spawn_server.data(), to_spawn_server.size()));
+  auto to_cluster = named_message(static_cast<uint64_t>(caf::atom("cluster")));
+  CHECK_FALSE(checker.feed(to_cluster.data(), to_cluster.size()));
+  CHECK(checker.error().find("registry name") != std::string::npos);
+}
+
+TEST_CASE("what a dialed server sends must open with a server handshake") {
+  using sender = troupe::basp_frame_checker::sender;
+  troupe::basp_frame_checker from_server{1 << 20, 1 << 16, sender::server};
+  auto client_hello = frame(client_handshake, 0, 0);
+  CHECK_FALSE(from_server.feed(client_hello.data(), client_hello.size()));
+  troupe::basp_frame_checker fresh{1 << 20, 1 << 16, sender::server};
+  auto server_hello = frame(server_handshake, 20, 20);
+  CHECK(fresh.feed(server_hello.data(), server_hello.size()));
+  CHECK(fresh.handshake_done());
+}
+
+namespace {
+
+// A loopback listener that never accepts: the kernel completes connections
+// into its backlog, which is all a gate's backend needs here.
+struct loopback_listener {
+  int fd = -1;
+  uint16_t port = 0;
+  explicit loopback_listener(int backlog = 128) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd, backlog) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+  }
+  ~loopback_listener() { ::close(fd); }
+};
+
+int connect_to(uint16_t port, bool blocking = true) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  if (blocking)
+    REQUIRE(rc == 0);
+  return fd;
+}
+
+// True when the peer closes `fd` before the deadline.
+bool closed_within(int fd, std::chrono::milliseconds deadline) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(deadline.count())) <= 0)
+    return false;
+  char byte;
+  return ::recv(fd, &byte, 1, 0) <= 0;
+}
+
+troupe::cluster_gate::settings gate_settings() {
+  troupe::cluster_gate::settings s;
+  s.bind_host = "127.0.0.1";
+  return s;
+}
+
+template <class Pred>
+bool eventually(std::chrono::milliseconds deadline, Pred pred) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred())
+      return true;
+    std::this_thread::yield();
+  }
+  return pred();
+}
+
+} // namespace
+
+TEST_CASE("the gate refuses connections beyond its cap and keeps those it holds") {
+  loopback_listener backend;
+  auto s = gate_settings();
+  s.max_connections = 2;
+  troupe::cluster_gate gate{s, [&] { return backend.port; }};
+  int first = connect_to(gate.port());
+  int second = connect_to(gate.port());
+  REQUIRE(
+      eventually(std::chrono::seconds(10), [&] { return gate.open_connections() == 2; }));
+  int third = connect_to(gate.port());
+  CHECK(closed_within(third, std::chrono::seconds(10)));
+  CHECK_FALSE(closed_within(first, std::chrono::milliseconds(0)));
+  CHECK_FALSE(closed_within(second, std::chrono::milliseconds(0)));
+  CHECK(gate.open_connections() == 2);
+  for (int fd : {first, second, third})
+    ::close(fd);
+}
+
+TEST_CASE("the memory bound caps connections below the connection limit") {
+  loopback_listener backend;
+  auto s = gate_settings();
+  s.max_connections = 100;
+  s.max_buffer_bytes = 128 * 1024; // one connection's two buffers
+  troupe::cluster_gate gate{s, [&] { return backend.port; }};
+  int first = connect_to(gate.port());
+  REQUIRE(
+      eventually(std::chrono::seconds(10), [&] { return gate.open_connections() == 1; }));
+  int second = connect_to(gate.port());
+  CHECK(closed_within(second, std::chrono::seconds(10)));
+  ::close(first);
+  ::close(second);
+}
+
+TEST_CASE("a connection that sends no handshake within the deadline is closed") {
+  loopback_listener backend;
+  auto s = gate_settings();
+  s.handshake_timeout = std::chrono::milliseconds(100);
+  troupe::cluster_gate gate{s, [&] { return backend.port; }};
+  int fd = connect_to(gate.port());
+  CHECK(closed_within(fd, std::chrono::seconds(10)));
+  ::close(fd);
+}
+
+TEST_CASE("a connection without traffic is closed after the idle timeout") {
+  loopback_listener backend;
+  auto s = gate_settings();
+  s.idle_timeout = std::chrono::milliseconds(200);
+  troupe::cluster_gate gate{s, [&] { return backend.port; }};
+  int fd = connect_to(gate.port());
+  auto hello = frame(client_handshake, 8, 8);
+  REQUIRE(::send(fd, hello.data(), hello.size(), 0) ==
+          static_cast<ssize_t>(hello.size()));
+  CHECK(closed_within(fd, std::chrono::seconds(10)));
+  ::close(fd);
+}
+
+TEST_CASE("a dial of a listening port reports the address that answered") {
+  loopback_listener peer;
+  troupe::cluster_gate gate{gate_settings(), [] { return uint16_t{0}; }};
+  std::promise<troupe::dial_result> result;
+  gate.dial("localhost", peer.port, std::chrono::seconds(5),
+            [&](troupe::dial_result r) { result.set_value(std::move(r)); });
+  auto f = result.get_future();
+  REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  auto r = f.get();
+  CHECK(r.ok);
+  CHECK(r.port == peer.port);
+  CHECK((r.host == "127.0.0.1" || r.host == "::1"));
+}
+
+TEST_CASE("a dial of an address that never answers fails at its timeout") {
+  // A full backlog: the kernel drops further SYNs, as a route to nowhere does.
+  loopback_listener hole{0};
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i)
+    fillers.push_back(connect_to(hole.port, false));
+  troupe::cluster_gate gate{gate_settings(), [] { return uint16_t{0}; }};
+  std::promise<troupe::dial_result> result;
+  gate.dial("127.0.0.1", hole.port, std::chrono::milliseconds(200),
+            [&](troupe::dial_result r) { result.set_value(std::move(r)); });
+  auto f = result.get_future();
+  REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  auto r = f.get();
+  CHECK_FALSE(r.ok);
+  CHECK(r.error.find("no answer within 200 ms") != std::string::npos);
+  for (int fd : fillers)
+    ::close(fd);
+}
+
+TEST_CASE("the accept loop backs off while out of descriptors and accepts afterwards") {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor{io};
+  troupe::detail::listen_on(acceptor, "127.0.0.1", 0, "test");
+  int accepted = 0;
+  troupe::detail::accept_loop loop{acceptor, "test",
+                                   [&](asio::ip::tcp::socket) { ++accepted; }};
+  int client = connect_to(acceptor.local_endpoint().port());
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  // No descriptor left for accept(): the lowest free one is above the limit.
+  int probe = ::dup(0);
+  REQUIRE(probe >= 0);
+  ::close(probe);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(probe);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  loop.start();
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (loop.backoffs() < 2 && std::chrono::steady_clock::now() < until)
+    io.run_one_for(std::chrono::milliseconds(100));
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  CHECK(loop.backoffs() >= 2);
+  CHECK(accepted == 0);
+  until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (accepted == 0 && std::chrono::steady_clock::now() < until)
+    io.run_one_for(std::chrono::milliseconds(100));
+  CHECK(accepted == 1);
+  loop.close();
+  ::close(client);
 }

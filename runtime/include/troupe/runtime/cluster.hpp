@@ -6,8 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,21 +65,40 @@ using members_atom = caf::atom_constant<caf::atom("members")>;
 using leave_cluster_atom = caf::atom_constant<caf::atom("leaveclstr")>;
 using cluster_tick_atom = caf::atom_constant<caf::atom("ctick")>;
 
-/// The cluster actor's interface: the peer protocol (join, ping, leave,
-/// service up/down) and the node-local registry API.
-using cluster_actor = caf::typed_actor<
+using dialed_atom = caf::atom_constant<caf::atom("dialed")>;
+
+/// What peers may send a node's cluster actor, and nothing more: join, ping,
+/// leave (of the sending node only) and service up/down (of services on the
+/// sending node only). Every message is checked against the node CAF
+/// received it from; a claim about another node is refused and logged.
+using cluster_peer_actor = caf::typed_actor<
     caf::replies_to<join_atom, member_info>::with<std::vector<member_info>>,
     caf::replies_to<ping_atom, std::string>::with<pong_atom>,
     caf::reacts_to<leave_atom, std::string, std::string>,
     caf::reacts_to<service_up_atom, service_entry>,
-    caf::reacts_to<service_down_atom, std::string, std::string>,
-    caf::replies_to<register_service_atom, std::string, caf::actor,
-                    std::vector<std::string>>::with<caf::ok_atom>,
+    caf::reacts_to<service_down_atom, std::string, std::string>>;
+
+/// The cluster actor's whole interface: the peer protocol plus the
+/// node-local registry API (register, find, members, leave), which it
+/// answers only for senders on its own node.
+using cluster_actor = cluster_peer_actor::extend<
+    caf::reacts_to<register_service_atom, std::string, caf::actor,
+                   std::vector<std::string>>,
     caf::replies_to<find_service_atom, std::string,
                     std::vector<std::string>>::with<caf::actor>,
     caf::replies_to<members_atom>::with<std::vector<member_info>>,
     caf::replies_to<leave_cluster_atom>::with<caf::ok_atom>,
-    caf::reacts_to<cluster_tick_atom>>;
+    caf::reacts_to<cluster_tick_atom>,
+    // A dial of the node's gate ended: address key, ok, where CAF connects, error.
+    caf::reacts_to<dialed_atom, std::string, bool, std::string, uint16_t, std::string>>;
+
+/// Connects to a peer's cluster port off CAF's threads and reports where
+/// CAF's middleman may connect (see cluster_gate::dial): host, port,
+/// timeout, and a callback with (ok, host, port, error) that may run on any
+/// thread.
+using cluster_dialer =
+    std::function<void(const std::string&, uint16_t, std::chrono::milliseconds,
+                       std::function<void(bool, std::string, uint16_t, std::string)>)>;
 
 struct cluster_settings {
   std::string node_name;
@@ -93,7 +114,23 @@ struct cluster_settings {
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds failure_timeout{3000};
   std::chrono::milliseconds connect_timeout{2000};
+  /// Addresses learned from members that are gone are dropped after this
+  /// long without an answer; seeds are kept.
+  std::chrono::milliseconds forget_after{std::chrono::minutes(10)};
+  /// How peers are dialed; empty: CAF's middleman connects directly.
+  cluster_dialer dial;
 };
+
+/// A cluster seed or member address, "host:port" or "[v6]:port".
+struct peer_address {
+  std::string host;
+  uint16_t port = 0;
+};
+
+/// Parses a seed; std::nullopt (with `why` set) for a missing host or a port
+/// that is not a number from 1 to 65535.
+std::optional<peer_address> parse_peer_address(const std::string& text,
+                                               std::string* why = nullptr);
 
 /// What the node's HTTP endpoint and readiness probe read; updated by the
 /// cluster actor, read from other threads.
@@ -123,6 +160,11 @@ cluster_actor spawn_cluster(caf::actor_system& sys, cluster_settings settings,
 
 /// The node's cluster actor (from the local registry); invalid if none runs.
 cluster_actor local_cluster(caf::actor_system& sys);
+
+/// Registers `handle` as service `name` of this node (asynchronously; the
+/// registry monitors the handle and unregisters it when it stops).
+void register_service(caf::actor_system& sys, const std::string& name,
+                      const caf::actor& handle, std::vector<std::string> interface);
 
 /// Looks `name` up in the cluster registry from inside an actor and continues
 /// with `.then([](const caf::actor& h) {...}, [](caf::error&) {...})`; cast

@@ -1,4 +1,4 @@
-#include "gateways/support/test_certs.hpp"
+#include "support/test_certs.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -99,7 +99,17 @@ test_certs make_test_certs(const fs::path& dir) {
               "basicConstraints=CA:FALSE\n"
               "keyUsage=critical,digitalSignature\n"
               "extendedKeyUsage=clientAuth\n");
+  const std::string node_usage = "basicConstraints=CA:FALSE\n"
+                                 "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                 "extendedKeyUsage=serverAuth,clientAuth\n"
+                                 "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  signed_leaf(dir, "node", "troupe-test-node", "ca", node_usage);
+  signed_leaf(dir, "rogue-node", "troupe-rogue-node", "rogue-ca", node_usage);
   test_certs c;
+  c.node_cert = dir / "node.pem";
+  c.node_key = dir / "node.key";
+  c.rogue_node_cert = dir / "rogue-node.pem";
+  c.rogue_node_key = dir / "rogue-node.key";
   c.ca_cert = dir / "ca.pem";
   c.ca_key = dir / "ca.key";
   c.server_cert = dir / "server.pem";

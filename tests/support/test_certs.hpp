@@ -9,6 +9,8 @@
 //   //   signed by certs.ca_cert (give it to clients as their trust root)
 //   // certs.client_cert / client_key: signed by certs.ca_cert (mTLS)
 //   // certs.rogue_client_cert / rogue_client_key: signed by another CA
+//   // certs.node_cert / node_key: a cluster node's (server and client use)
+//   // certs.rogue_node_cert / rogue_node_key: the same from another CA
 //   auto keys = troupe::test::make_rsa_key_pair(dir.path(), "jwt");
 //   // keys.private_key / public_key: PEM files for RS256 tokens
 //
@@ -29,6 +31,12 @@ struct test_certs {
   std::filesystem::path client_key;
   std::filesystem::path rogue_client_cert; ///< signed by a CA nobody trusts
   std::filesystem::path rogue_client_key;
+  /// Cluster nodes: server and client use, signed by ca_cert.
+  std::filesystem::path node_cert;
+  std::filesystem::path node_key;
+  /// A node certificate signed by the CA nobody trusts.
+  std::filesystem::path rogue_node_cert;
+  std::filesystem::path rogue_node_key;
 };
 
 /// Generates a CA, a server and a client certificate (and a rogue client's)
