@@ -151,14 +151,7 @@ void declare_gateway_config(config_schema& s) {
       .describe("Time a client has to send one whole request (and a TLS handshake).");
 }
 
-namespace {
-
-// Optional text keys without a default read as empty when no source set them.
-std::string text_or_empty(const config& cfg, const std::string& key) {
-  return cfg.has(key) ? cfg.get_string(key) : std::string{};
-}
-
-} // namespace
+namespace {} // namespace
 
 gateway_settings gateway_settings_from(const config& cfg) {
   gateway_settings s;
@@ -172,9 +165,9 @@ gateway_settings gateway_settings_from(const config& cfg) {
   s.http_host = cfg.get_string("gateways.http.host");
   s.http_port = static_cast<uint16_t>(cfg.get_int("gateways.http.port"));
   s.http_threads = static_cast<uint32_t>(cfg.get_int("gateways.http.threads"));
-  s.tls.cert_file = text_or_empty(cfg, "gateways.tls.cert_file");
-  s.tls.key_file = text_or_empty(cfg, "gateways.tls.key_file");
-  s.tls.client_ca_file = text_or_empty(cfg, "gateways.tls.client_ca_file");
+  s.tls.cert_file = cfg.get_string_or_empty("gateways.tls.cert_file");
+  s.tls.key_file = cfg.get_string_or_empty("gateways.tls.key_file");
+  s.tls.client_ca_file = cfg.get_string_or_empty("gateways.tls.client_ca_file");
   if (s.tls.enabled() && s.tls.key_file.empty())
     throw config_error("gateways.tls.key_file",
                        "gateways.tls.key_file is required with gateways.tls.cert_file");
@@ -182,11 +175,11 @@ gateway_settings gateway_settings_from(const config& cfg) {
     throw config_error("gateways.tls.client_ca_file",
                        "gateways.tls.client_ca_file needs gateways.tls.cert_file");
   s.auth.enabled = cfg.get_bool("gateways.auth.enabled");
-  s.auth.issuer = text_or_empty(cfg, "gateways.auth.issuer");
-  s.auth.audience = text_or_empty(cfg, "gateways.auth.audience");
-  s.auth.hs256_secret = text_or_empty(cfg, "gateways.auth.hs256_secret");
+  s.auth.issuer = cfg.get_string_or_empty("gateways.auth.issuer");
+  s.auth.audience = cfg.get_string_or_empty("gateways.auth.audience");
+  s.auth.hs256_secret = cfg.get_string_or_empty("gateways.auth.hs256_secret");
   s.auth.rs256_public_key_file =
-      text_or_empty(cfg, "gateways.auth.rs256_public_key_file");
+      cfg.get_string_or_empty("gateways.auth.rs256_public_key_file");
   s.auth.roles_claim = cfg.get_string("gateways.auth.roles_claim");
   s.auth.leeway = std::chrono::duration_cast<std::chrono::seconds>(
       cfg.get_duration("gateways.auth.leeway"));

@@ -350,19 +350,17 @@ struct cluster_gate::impl {
       return;
     }
     basp_frame_checker checker{settings_.max_frame_bytes, settings_.max_handshake_bytes};
-    if (server_tls_) {
-      auto r = std::make_shared<relay<tls_stream>>(
-          tls_stream{std::move(peer), *server_tls_}, tcp::socket{io_}, std::move(checker),
-          std::move(name), rejected_);
+    auto start = [&](auto stream) {
+      auto r = std::make_shared<relay<decltype(stream)>>(
+          std::move(stream), tcp::socket{io_}, std::move(checker), std::move(name),
+          rejected_);
       track(r);
       r->start_inbound(backend);
-    } else {
-      auto r = std::make_shared<relay<tcp::socket>>(std::move(peer), tcp::socket{io_},
-                                                    std::move(checker), std::move(name),
-                                                    rejected_);
-      track(r);
-      r->start_inbound(backend);
-    }
+    };
+    if (server_tls_)
+      start(tls_stream{std::move(peer), *server_tls_});
+    else
+      start(std::move(peer));
   }
 
   void track(std::shared_ptr<connection> c) {

@@ -884,6 +884,10 @@ std::string config::get_string(const std::string& key) const {
   return at(key, value_kind::string).text;
 }
 
+std::string config::get_string_or_empty(const std::string& key) const {
+  return has(key) ? get_string(key) : std::string{};
+}
+
 int64_t config::get_int(const std::string& key) const {
   // The text is canonical (validated on load), so these parses cannot fail.
   return *parse_int(at(key, value_kind::integer).text);

@@ -284,9 +284,7 @@ cluster_settings cluster_settings_from(const config& cfg) {
   cluster_settings s;
   s.node_name = cfg.get_string("node.name");
   s.bind_host = cfg.get_string("cluster.bind_host");
-  s.advertise_host = cfg.has("cluster.advertise_host")
-                         ? cfg.get_string("cluster.advertise_host")
-                         : std::string{};
+  s.advertise_host = cfg.get_string_or_empty("cluster.advertise_host");
   if (s.advertise_host.empty()) {
     // Peers cannot dial a wildcard: it must be said which address to use.
     if (s.bind_host == "0.0.0.0" || s.bind_host == "::")
@@ -303,8 +301,7 @@ cluster_settings cluster_settings_from(const config& cfg) {
     if (!parse_peer_address(seed, &why))
       throw config_error("cluster.seeds", "seed '" + seed + "': " + why);
   }
-  if (cfg.has("cluster.dns_name"))
-    s.dns_name = cfg.get_string("cluster.dns_name");
+  s.dns_name = cfg.get_string_or_empty("cluster.dns_name");
   s.dns_port = static_cast<uint16_t>(cfg.get_int("cluster.dns_port"));
   s.heartbeat_interval =
       duration_cast<ms>(cfg.get_duration("cluster.heartbeat_interval"));
@@ -330,11 +327,9 @@ cluster_gate::settings gate_settings_from(const config& cfg,
     throw config_error("cluster.idle_timeout",
                        "cluster.idle_timeout must exceed twice "
                        "cluster.heartbeat_interval, or healthy connections are closed");
-  auto text = [&](const char* key) {
-    return cfg.has(key) ? cfg.get_string(key) : std::string{};
-  };
-  g.tls = {text("cluster.tls.ca_file"), text("cluster.tls.cert_file"),
-           text("cluster.tls.key_file")};
+  g.tls = {cfg.get_string_or_empty("cluster.tls.ca_file"),
+           cfg.get_string_or_empty("cluster.tls.cert_file"),
+           cfg.get_string_or_empty("cluster.tls.key_file")};
   if (!g.tls.ca_file.empty() || !g.tls.cert_file.empty() || !g.tls.key_file.empty()) {
     if (g.tls.ca_file.empty() || g.tls.cert_file.empty())
       throw config_error(g.tls.ca_file.empty() ? "cluster.tls.ca_file"

@@ -66,6 +66,19 @@ private:
   std::vector<int> fillers_;
 };
 
+// `a` refuses `b` at the TLS handshake and stays alone. b retries every
+// heartbeat; two refusals show the second try fared no better.
+void require_refused(const running_node& a, const running_node& b) {
+  auto first = a->wait_for("TLS handshake failed", within(patience));
+  INFO("log of a:\n" << a->output());
+  REQUIRE(first.has_value());
+  REQUIRE(a->wait_for("TLS handshake failed", within(patience), first->index + 1));
+  auto view = get_cluster(a.status_port);
+  REQUIRE(view.has_value());
+  CHECK(view->names() == strings{"a"});
+  CHECK(b->count_lines("joined the cluster") == 0);
+}
+
 } // namespace
 
 TEST_CASE("nodes with certificates of the cluster CA join over mutual TLS and call each "
@@ -93,15 +106,7 @@ TEST_CASE("a node without a certificate cannot join a cluster that uses mutual T
                           tls_flags(certs.ca_cert, certs.node_cert, certs.node_key),
                       within(patience));
   auto b = start_node("b", fast_detector + runs_caller + seeded_by(a), within(patience));
-  // b retries every heartbeat; two refusals show the second try fared no better.
-  auto first = a->wait_for("TLS handshake failed", within(patience));
-  INFO("log of a:\n" << a->output());
-  REQUIRE(first.has_value());
-  REQUIRE(a->wait_for("TLS handshake failed", within(patience), first->index + 1));
-  auto view = get_cluster(a.status_port);
-  REQUIRE(view.has_value());
-  CHECK(view->names() == strings{"a"});
-  CHECK(b->count_lines("joined the cluster") == 0);
+  require_refused(a, b);
   CHECK(b->count_lines("answered by node a") == 0);
 }
 
@@ -119,14 +124,7 @@ TEST_CASE("a node whose certificate another CA signed cannot join", "[cluster][t
           tls_flags(certs.ca_cert, certs.rogue_node_cert, certs.rogue_node_key) +
           seeded_by(a),
       within(patience));
-  auto first = a->wait_for("TLS handshake failed", within(patience));
-  INFO("log of a:\n" << a->output());
-  REQUIRE(first.has_value());
-  REQUIRE(a->wait_for("TLS handshake failed", within(patience), first->index + 1));
-  auto view = get_cluster(a.status_port);
-  REQUIRE(view.has_value());
-  CHECK(view->names() == strings{"a"});
-  CHECK(b->count_lines("joined the cluster") == 0);
+  require_refused(a, b);
 }
 
 TEST_CASE("a node without cluster TLS warns once that its cluster port is "

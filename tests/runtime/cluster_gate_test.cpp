@@ -197,6 +197,18 @@ bool eventually(std::chrono::milliseconds deadline, Pred pred) {
   return pred();
 }
 
+// The dial's result, which must come within 10 s whatever `timeout` is.
+troupe::dial_result dial_and_wait(troupe::cluster_gate& gate, const std::string& host,
+                                  uint16_t port, std::chrono::milliseconds timeout) {
+  // Shared: a late callback must not outlive a failed wait.
+  auto result = std::make_shared<std::promise<troupe::dial_result>>();
+  auto f = result->get_future();
+  gate.dial(host, port, timeout,
+            [result](troupe::dial_result r) { result->set_value(std::move(r)); });
+  REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  return f.get();
+}
+
 } // namespace
 
 TEST_CASE("the gate refuses connections beyond its cap and keeps those it holds") {
@@ -258,12 +270,7 @@ TEST_CASE("a connection without traffic is closed after the idle timeout") {
 TEST_CASE("a dial of a listening port reports the address that answered") {
   loopback_listener peer;
   troupe::cluster_gate gate{gate_settings(), [] { return uint16_t{0}; }};
-  std::promise<troupe::dial_result> result;
-  gate.dial("localhost", peer.port, std::chrono::seconds(5),
-            [&](troupe::dial_result r) { result.set_value(std::move(r)); });
-  auto f = result.get_future();
-  REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  auto r = f.get();
+  auto r = dial_and_wait(gate, "localhost", peer.port, std::chrono::seconds(5));
   CHECK(r.ok);
   CHECK(r.port == peer.port);
   CHECK((r.host == "127.0.0.1" || r.host == "::1"));
@@ -276,12 +283,7 @@ TEST_CASE("a dial of an address that never answers fails at its timeout") {
   for (int i = 0; i < 4; ++i)
     fillers.push_back(connect_to(hole.port, false));
   troupe::cluster_gate gate{gate_settings(), [] { return uint16_t{0}; }};
-  std::promise<troupe::dial_result> result;
-  gate.dial("127.0.0.1", hole.port, std::chrono::milliseconds(200),
-            [&](troupe::dial_result r) { result.set_value(std::move(r)); });
-  auto f = result.get_future();
-  REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  auto r = f.get();
+  auto r = dial_and_wait(gate, "127.0.0.1", hole.port, std::chrono::milliseconds(200));
   CHECK_FALSE(r.ok);
   CHECK(r.error.find("no answer within 200 ms") != std::string::npos);
   for (int fd : fillers)

@@ -99,6 +99,8 @@ public:
   static std::map<std::string, std::string> troupe_environment();
 
   std::string get_string(const std::string& key) const;
+  /// An optional text key without a default: empty when no source set it.
+  std::string get_string_or_empty(const std::string& key) const;
   int64_t get_int(const std::string& key) const;
   double get_double(const std::string& key) const;
   bool get_bool(const std::string& key) const;
