@@ -1,5 +1,6 @@
 #include <troupe/runtime/readiness.hpp>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -9,6 +10,7 @@ namespace {
 
 std::mutex probe_mtx;
 std::shared_ptr<const std::function<bool()>> probe;
+std::atomic<bool> quorum{true};
 
 } // namespace
 
@@ -24,6 +26,14 @@ bool node_is_ready() {
 void publish_readiness(std::function<bool()> f) {
   std::lock_guard<std::mutex> guard{probe_mtx};
   probe = f ? std::make_shared<const std::function<bool()>>(std::move(f)) : nullptr;
+}
+
+bool node_has_quorum() noexcept {
+  return quorum.load(std::memory_order_relaxed);
+}
+
+void set_node_quorum(bool has_quorum) noexcept {
+  quorum.store(has_quorum, std::memory_order_relaxed);
 }
 
 } // namespace troupe
