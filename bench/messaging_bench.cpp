@@ -3,7 +3,7 @@
 //
 //   messaging_bench            full run (~1-2 minutes on 2 cores)
 //   messaging_bench --quick    small sizes for CI smoke runs (< 20 s)
-//   messaging_bench --only local|remote|breakdown   run one group
+//   messaging_bench --only local|remote|tls|breakdown   run one group
 //   messaging_bench --reps N   repetitions per measurement (default 5, 3 quick)
 //   messaging_bench --threads N  CAF scheduler workers (default: usable CPUs)
 //
@@ -22,7 +22,10 @@
 //                 one prebuilt context: the cost of carrying the context alone.
 // Locally both servers live in this process; across nodes the benchmark
 // re-executes itself as `--server --port 0`, which publishes a raw CAF server
-// and a troupe service on loopback and prints the two ports.
+// and a troupe service on loopback and prints the two ports. The tls group
+// does the same with cluster TLS: the troupe service's gate requires mutual
+// TLS and this process dials it through a gate of its own, as nodes do; the
+// raw CAF baseline stays plain, so the ratio includes TLS's cost.
 //
 // Each measurement runs once as a warm-up (a quarter of the size), then
 // `reps` times, raw and troupe alternating; the table reports the best
@@ -38,7 +41,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +60,7 @@
 #include <caf/io/all.hpp>
 
 #include "cluster_gate.hpp" // private to runtime: a node's inbound cluster path
+#include "support/test_certs.hpp"
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/service.hpp>
@@ -490,9 +496,10 @@ struct options {
   bool quick = false;
   bool server = false;
   uint16_t port = 0;
-  int reps = 0;       // repetitions per measurement; 0 = 5, or 3 with --quick
-  size_t threads = 0; // scheduler workers; 0 = CPUs this process may use
-  std::string only;   // "", "local", "remote", "breakdown"
+  int reps = 0;                  // repetitions per measurement; 0 = 5, or 3 with --quick
+  size_t threads = 0;            // scheduler workers; 0 = CPUs this process may use
+  std::string only;              // "", "local", "remote", "tls", "breakdown"
+  troupe::cluster_tls_files tls; // --server: the gate requires mutual TLS
 };
 
 options parse_options(int argc, char** argv) {
@@ -516,9 +523,15 @@ options parse_options(int argc, char** argv) {
       opts.threads = static_cast<size_t>(std::max(1, std::stoi(value())));
     else if (arg == "--only")
       opts.only = value();
+    else if (arg == "--tls-ca")
+      opts.tls.ca_file = value();
+    else if (arg == "--tls-cert")
+      opts.tls.cert_file = value();
+    else if (arg == "--tls-key")
+      opts.tls.key_file = value();
     else if (arg == "--help" || arg == "-h") {
       std::printf("usage: messaging_bench [--quick] [--reps N] [--threads N] "
-                  "[--only local|remote|breakdown]\n");
+                  "[--only local|remote|tls|breakdown]\n");
       std::exit(0);
     } else
       fail("unknown argument " + std::string{arg} + " (try --help)");
@@ -557,8 +570,10 @@ int run_server(const options& opts) {
   // A troupe node's peers reach its endpoint through the cluster gate, which
   // checks their framing: the troupe side is measured the way it is deployed.
   uint16_t backend = *troupe_port;
-  troupe::cluster_gate gate{troupe::cluster_gate::settings{"127.0.0.1", 0},
-                            [backend] { return backend; }};
+  troupe::cluster_gate::settings gate_settings;
+  gate_settings.bind_host = "127.0.0.1";
+  gate_settings.tls = opts.tls;
+  troupe::cluster_gate gate{gate_settings, [backend] { return backend; }};
   std::printf("PORTS %u %u\n", static_cast<unsigned>(*raw_port),
               static_cast<unsigned>(gate.port()));
   std::fflush(stdout);
@@ -578,7 +593,7 @@ int run_server(const options& opts) {
 /// stdin; killed and reaped by the destructor if it does not exit in time.
 class server_process {
 public:
-  explicit server_process(size_t threads) {
+  explicit server_process(size_t threads, std::vector<std::string> extra = {}) {
     int in[2];
     int out[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
@@ -589,14 +604,15 @@ public:
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     std::string self_exe = "/proc/self/exe";
     auto threads_arg = std::to_string(threads);
-    char* args[] = {self_exe.data(),
-                    const_cast<char*>("--server"),
-                    const_cast<char*>("--port"),
-                    const_cast<char*>("0"),
-                    const_cast<char*>("--threads"),
-                    threads_arg.data(),
-                    nullptr};
-    auto rc = posix_spawn(&pid_, self_exe.c_str(), &actions, nullptr, args, environ);
+    std::vector<std::string> words{self_exe, "--server",  "--port",
+                                   "0",      "--threads", threads_arg};
+    words.insert(words.end(), extra.begin(), extra.end());
+    std::vector<char*> args;
+    for (auto& w : words)
+      args.push_back(w.data());
+    args.push_back(nullptr);
+    auto rc =
+        posix_spawn(&pid_, self_exe.c_str(), &actions, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(in[0]);
     ::close(out[1]);
@@ -746,6 +762,46 @@ int run_benchmarks(const options& opts) {
     measure_servers(sys, rows, "remote", opts, n.remote_one_way, n.remote_sequential,
                     n.remote_pipelined, *remote_raw, *remote_troupe, nullptr, nullptr);
     child.stop();
+  }
+
+  if (wanted("tls")) {
+    char dir_template[] = "/tmp/messaging_bench.XXXXXX";
+    if (::mkdtemp(dir_template) == nullptr)
+      fail("mkdtemp failed");
+    std::filesystem::path dir{dir_template};
+    auto certs = troupe::test::make_test_certs(dir);
+    troupe::cluster_tls_files tls{certs.ca_cert, certs.node_cert, certs.node_key};
+    server_process child{opts.threads,
+                         {"--tls-ca", tls.ca_file, "--tls-cert", tls.cert_file,
+                          "--tls-key", tls.key_file}};
+    auto remote_raw =
+        sys.middleman().remote_actor<raw_server_actor>("127.0.0.1", child.raw_port());
+    if (!remote_raw)
+      fail("cannot connect to the raw server: " + sys.render(remote_raw.error()));
+    // This process's own gate dials the troupe side over mutual TLS and hands
+    // CAF a loopback port tunnelled into that connection.
+    troupe::cluster_gate::settings gate_settings;
+    gate_settings.bind_host = "127.0.0.1";
+    gate_settings.tls = tls;
+    troupe::cluster_gate gate{gate_settings, [] { return uint16_t{0}; }};
+    std::promise<troupe::dial_result> dialed;
+    auto tunnel = dialed.get_future();
+    gate.dial("127.0.0.1", child.troupe_port(), 5000ms,
+              [&dialed](troupe::dial_result r) { dialed.set_value(std::move(r)); });
+    if (tunnel.wait_for(10s) != std::future_status::ready)
+      fail("TLS dial did not finish within 10 s");
+    auto at = tunnel.get();
+    if (!at.ok)
+      fail("TLS dial failed: " + at.error);
+    auto remote_troupe =
+        sys.middleman().remote_actor<troupe_server_actor>(at.host, at.port);
+    if (!remote_troupe)
+      fail("cannot connect to the troupe service over TLS: " +
+           sys.render(remote_troupe.error()));
+    measure_servers(sys, rows, "remote mTLS", opts, n.remote_one_way, n.remote_sequential,
+                    n.remote_pipelined, *remote_raw, *remote_troupe, nullptr, nullptr);
+    child.stop();
+    std::filesystem::remove_all(dir);
   }
 
   print_table(rows);

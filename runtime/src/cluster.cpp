@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/readiness.hpp>
 
 #include <troupe/runtime/detail/json_text.hpp>
 
@@ -122,9 +123,26 @@ struct cluster_state {
   std::vector<service_entry> local_entries;
   resolver_actor resolver;
   bool resolving = false;
+  bool has_quorum = true;
 };
 
 using self_ptr = cluster_actor::stateful_pointer<cluster_state>;
+
+// How many of the configured members this node sees, itself included.
+size_t reachable_members(const cluster_state& st) {
+  size_t seen = 0;
+  for (auto& name : st.settings.members)
+    if (name == st.self_info.name || st.members.count(name) > 0)
+      ++seen;
+  return seen;
+}
+
+// A strict majority of the configured list, so two sides of a partition can
+// never both serve; without a list there is no rule.
+bool sees_majority(const cluster_state& st) {
+  return st.settings.members.empty() ||
+         2 * reachable_members(st) > st.settings.members.size();
+}
 
 std::string render_json(const cluster_state& st) {
   std::string out = "{\"node\":";
@@ -135,6 +153,15 @@ std::string render_json(const cluster_state& st) {
   detail::append_json_string(out, address_key(st.self_info.host, st.self_info.port));
   out += ",\"joined\":";
   out += st.joined ? "true" : "false";
+  if (!st.settings.members.empty()) {
+    out += ",\"quorum\":{\"configured\":";
+    out += std::to_string(st.settings.members.size());
+    out += ",\"reachable\":";
+    out += std::to_string(reachable_members(st));
+    out += ",\"majority\":";
+    out += sees_majority(st) ? "true" : "false";
+    out += "}";
+  }
   out += ",\"members\":[";
   auto append_member = [&out](const member_info& m, bool first) {
     if (!first)
@@ -160,8 +187,36 @@ std::string render_json(const cluster_state& st) {
   return out;
 }
 
+void update_quorum(self_ptr self) {
+  auto& st = self->state;
+  bool now = sees_majority(st);
+  static auto& quorum_gauge =
+      prometheus::BuildGauge()
+          .Name("troupe_cluster_quorum")
+          .Help("1 while this node sees a majority of cluster.members (or none is "
+                "configured), 0 while it refuses new work.")
+          .Register(metrics::instance().registry())
+          .Add({});
+  quorum_gauge.Set(now ? 1 : 0);
+  if (now == st.has_quorum)
+    return;
+  st.has_quorum = now;
+  set_node_quorum(now);
+  auto seen = reachable_members(st);
+  auto configured = st.settings.members.size();
+  if (now)
+    spdlog::info("cluster: majority reached: this node sees {} of {} configured members; "
+                 "serving",
+                 seen, configured);
+  else
+    spdlog::warn("cluster: majority lost: this node sees {} of {} configured members; "
+                 "refusing new work until a majority is back",
+                 seen, configured);
+}
+
 void publish_view(self_ptr self) {
   auto& st = self->state;
+  update_quorum(self);
   st.self_info.services = st.local_entries;
   st.view->update(render_json(st), st.joined);
   auto& m = metrics::instance();
@@ -462,6 +517,12 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
   }
   if (!st.settings.dns_name.empty())
     st.resolver = self->spawn<caf::linked + caf::detached>(resolver);
+  st.has_quorum = sees_majority(st);
+  set_node_quorum(st.has_quorum);
+  if (!st.has_quorum)
+    spdlog::info("cluster: waiting for a majority of the {} configured members before "
+                 "serving",
+                 st.settings.members.size());
 
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <iostream>
 #include <pthread.h>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -46,6 +47,11 @@ void declare_runtime_config(config_schema& s) {
       .default_value("[]")
       .describe("Seed nodes as host:port; a node that is its own only seed starts the "
                 "cluster.");
+  s.declare("cluster.members", value_kind::string_list)
+      .default_value("[]")
+      .describe("Names of every node of the cluster (stable names such as StatefulSet "
+                "pods). With a list a node serves only while it sees a majority of it; "
+                "empty: no quorum rule. sagas.owners defaults to it.");
   s.declare("cluster.dns_name", value_kind::string)
       .describe("DNS name resolving to every member (a headless Service); used with "
                 "cluster.dns_port.");
@@ -308,6 +314,15 @@ cluster_settings cluster_settings_from(const config& cfg) {
   s.failure_timeout = duration_cast<ms>(cfg.get_duration("cluster.failure_timeout"));
   s.connect_timeout = duration_cast<ms>(cfg.get_duration("cluster.connect_timeout"));
   s.forget_after = duration_cast<ms>(cfg.get_duration("cluster.forget_after"));
+  s.members = cfg.get_list("cluster.members");
+  if (!s.members.empty()) {
+    std::set<std::string> unique{s.members.begin(), s.members.end()};
+    if (unique.size() != s.members.size())
+      throw config_error("cluster.members", "cluster.members lists a name twice");
+    if (unique.count(s.node_name) == 0)
+      throw config_error("cluster.members", "cluster.members does not list this node ('" +
+                                                s.node_name + "')");
+  }
   return s;
 }
 
@@ -467,7 +482,8 @@ int node::run(int argc, char** argv) {
 
   // 3. Health and metrics first, so probes answer (not ready) during start-up.
   //    Gateways follow the same readiness.
-  publish_readiness([&] { return started && !stopping && view->joined(); });
+  publish_readiness(
+      [&] { return started && !stopping && view->joined() && node_has_quorum(); });
   struct withdraw_readiness {
     ~withdraw_readiness() { publish_readiness(nullptr); }
   } withdraw; // the probe refers to this frame
@@ -477,7 +493,7 @@ int node::run(int argc, char** argv) {
       status = std::make_unique<status_server>(
           cfg.get_string("status.host"),
           static_cast<uint16_t>(cfg.get_int("status.port")),
-          status_server::handlers{[&] { return started && !stopping && view->joined(); },
+          status_server::handlers{[&] { return node_is_ready(); },
                                   [] { return metrics::instance().serialize(); },
                                   [view] { return view->json(); }});
     } catch (const std::exception& e) {

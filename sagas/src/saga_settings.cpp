@@ -10,9 +10,10 @@ void declare_saga_config(config_schema& s) {
     return;
   s.declare("sagas.owners", value_kind::string_list)
       .default_value("[]")
-      .describe("Node names that own sagas (stable names such as StatefulSet pods); a "
-                "saga belongs to one of them by its idempotency key. Empty: this node "
-                "owns every saga it starts.");
+      .describe(
+          "Node names that own sagas (stable names such as StatefulSet pods); a "
+          "saga belongs to one of them by its idempotency key. Empty: cluster.members, "
+          "and if that is empty too this node owns every saga it starts.");
   s.declare("sagas.step_timeout", value_kind::duration)
       .default_value("5s")
       .min(1ms)
@@ -88,6 +89,10 @@ saga_settings saga_settings_from(const config& cfg) {
   saga_settings s;
   s.node_name = cfg.get_string("node.name");
   s.owners = cfg.get_list("sagas.owners");
+  // The cluster's member list is the natural owner list: the nodes that
+  // count for quorum are the ones sagas are spread over.
+  if (s.owners.empty() && cfg.has("cluster.members"))
+    s.owners = cfg.get_list("cluster.members");
   if (!s.owners.empty()) {
     bool listed = false;
     for (auto& o : s.owners)

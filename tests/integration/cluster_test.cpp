@@ -338,3 +338,49 @@ TEST_CASE("membership and registry size are exported as metrics", "[cluster]") {
   CHECK(has("troupe_cluster_members{state=\"down\"} 1"));
   CHECK(has("troupe_registry_services 0"));
 }
+
+TEST_CASE("a node that sees fewer than a majority of cluster.members is not ready, and "
+          "is ready while a majority is up",
+          "[cluster][quorum]") {
+  const strings members{"--cluster.members", "[a, b, c]"};
+  auto a = start_node("a", fast_detector + runs_nothing + members, within(patience));
+  INFO("log of a:\n" << a->output());
+  REQUIRE(a->wait_for_line("waiting for a majority of the 3 configured members",
+                           within(patience)));
+  CHECK(http_status(a.status_port, "/readyz") == 503);
+
+  auto b = start_node("b", fast_detector + runs_nothing + members + seeded_by(a),
+                      within(patience));
+  CHECK(a->wait_for_line("majority reached: this node sees 2 of 3 configured members",
+                         within(patience)));
+  for (auto* node : {&a, &b})
+    CHECK(eventually(within(patience),
+                     [&] { return http_status(node->status_port, "/readyz") == 200; }));
+  auto view = http_get(a.status_port, "/cluster");
+  REQUIRE(view.has_value());
+  CHECK(view->body.find(
+            "\"quorum\":{\"configured\":3,\"reachable\":2,\"majority\":true}") !=
+        std::string::npos);
+
+  auto mark = a->line_count();
+  REQUIRE(b->kill(SIGKILL));
+  CHECK(a->wait_for_line("majority lost: this node sees 1 of 3 configured members",
+                         within(patience), mark));
+  CHECK(eventually(within(patience),
+                   [&] { return http_status(a.status_port, "/readyz") == 503; }));
+  auto metrics = http_get(a.status_port, "/metrics");
+  REQUIRE(metrics.has_value());
+  CHECK(metrics->body.find("troupe_cluster_quorum 0") != std::string::npos);
+}
+
+TEST_CASE("cluster.members must list the node itself, once", "[cluster][quorum]") {
+  for (auto& list : {std::string{"[b, c]"}, std::string{"[a, a, b]"}}) {
+    node_process p{
+        troupe_node_binary(),
+        {"--node.name", "a", "--cluster.members", list, "--status.enabled", "false"}};
+    auto code = p.wait_exit(within(patience));
+    INFO("output: " << p.output());
+    CHECK(code == 2);
+    CHECK(p.count_lines("configuration error: cluster.members") == 1);
+  }
+}

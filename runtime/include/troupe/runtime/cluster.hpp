@@ -119,6 +119,10 @@ struct cluster_settings {
   std::chrono::milliseconds forget_after{std::chrono::minutes(10)};
   /// How peers are dialed; empty: CAF's middleman connects directly.
   cluster_dialer dial;
+  /// The configured member names (`cluster.members`). With a list, the node
+  /// serves only while it sees a majority of it (see node_has_quorum);
+  /// without one, any number of reachable members is enough.
+  std::vector<std::string> members;
 };
 
 /// A cluster seed or member address, "host:port" or "[v6]:port".
