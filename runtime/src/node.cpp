@@ -107,12 +107,15 @@ void declare_runtime_config(config_schema& s) {
       .describe("A cluster connection without traffic for this long is closed; must "
                 "exceed twice cluster.heartbeat_interval.");
   s.declare("cluster.tls.ca_file", value_kind::string)
-      .describe("PEM bundle of the cluster CA; peers must present a certificate it "
+      .describe("PEM bundle of the cluster CA (a path, or the PEM text from a "
+                "${file:...} or ${env:...} secret); peers must present a certificate it "
                 "signed. Setting cluster.tls.* turns on mutual TLS between nodes.");
   s.declare("cluster.tls.cert_file", value_kind::string)
-      .describe("PEM certificate chain of this node, signed by cluster.tls.ca_file.");
+      .describe("PEM certificate chain of this node, signed by cluster.tls.ca_file (a "
+                "path or PEM text).");
   s.declare("cluster.tls.key_file", value_kind::string)
-      .describe("PEM private key of cluster.tls.cert_file; empty: in the cert file.");
+      .describe("PEM private key of cluster.tls.cert_file (a path or PEM text, e.g. "
+                "${file:/run/secrets/node.key}); empty: in the cert file.");
   s.declare("status.enabled", value_kind::boolean)
       .default_value("true")
       .describe("Serve /metrics, /healthz, /readyz and /cluster over HTTP.");

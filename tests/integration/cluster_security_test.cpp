@@ -81,15 +81,19 @@ void require_refused(const running_node& a, const running_node& b) {
 
 } // namespace
 
-TEST_CASE("nodes with certificates of the cluster CA join over mutual TLS and call each "
-          "other",
+TEST_CASE("nodes with certificates of the cluster CA, given as files or as secrets, join "
+          "over mutual TLS and call each other",
           "[cluster][tls]") {
   temp_dir dir;
   auto certs = make_test_certs(dir.path());
   auto tls = tls_flags(certs.ca_cert, certs.node_cert, certs.node_key);
   auto a = start_node("a", fast_detector + runs_greeter + tls, within(patience));
-  auto b =
-      start_node("b", fast_detector + runs_caller + tls + seeded_by(a), within(patience));
+  // b gets its certificate and key as secrets, i.e. as PEM text, not as paths.
+  strings secrets{"--cluster.tls.ca_file",   certs.ca_cert.string(),
+                  "--cluster.tls.cert_file", "${env:NODE_CERT}",
+                  "--cluster.tls.key_file",  "${file:" + certs.node_key.string() + "}"};
+  auto b = start_node("b", fast_detector + runs_caller + secrets + seeded_by(a),
+                      within(patience), {{"NODE_CERT", read_text_file(certs.node_cert)}});
   require_members(a, {"a", "b"});
   require_members(b, {"a", "b"});
   INFO("log of b:\n" << b->output());
