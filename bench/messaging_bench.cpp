@@ -47,6 +47,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -63,6 +64,7 @@
 #include "support/test_certs.hpp"
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/message_catalog.hpp>
+#include <troupe/runtime/scheduler_tuning.hpp>
 #include <troupe/runtime/service.hpp>
 
 extern char** environ;
@@ -479,11 +481,12 @@ constexpr int64_t pipeline_depth = 64;
 /// Both processes use the same configuration: the middleman, and every
 /// message type under one name (troupe's catalog for troupe's own types).
 struct bench_config : caf::actor_system_config {
-  explicit bench_config(size_t threads) {
+  bench_config(size_t threads, const troupe::scheduler_tuning& tuning) {
     load<caf::io::middleman>();
     // CAF 0.17 defaults to max(cores, 4) workers; on a 2-core machine that
     // oversubscribes the CPUs, so both processes use one worker per core.
     set("scheduler.max-threads", threads);
+    troupe::apply(*this, tuning);
     add_message_type<ping>("bench.ping");
     add_message_type<echo_req>("bench.echo_req");
     add_message_type<echo_rep>("bench.echo_rep");
@@ -500,6 +503,13 @@ struct options {
   size_t threads = 0;            // scheduler workers; 0 = CPUs this process may use
   std::string only;              // "", "local", "remote", "tls", "breakdown"
   troupe::cluster_tls_files tls; // --server: the gate requires mutual TLS
+  std::string scheduler = "troupe"; // "troupe" (a node's defaults) or "caf"
+  int idle_seconds = 0;             // scheduler group: idle CPU window; 0 = 60, 5 quick
+
+  troupe::scheduler_tuning tuning() const {
+    return scheduler == "caf" ? troupe::scheduler_tuning::caf_defaults()
+                              : troupe::scheduler_tuning{};
+  }
 };
 
 options parse_options(int argc, char** argv) {
@@ -523,6 +533,12 @@ options parse_options(int argc, char** argv) {
       opts.threads = static_cast<size_t>(std::max(1, std::stoi(value())));
     else if (arg == "--only")
       opts.only = value();
+    else if (arg == "--scheduler") {
+      opts.scheduler = value();
+      if (opts.scheduler != "caf" && opts.scheduler != "troupe")
+        fail("--scheduler takes caf or troupe");
+    } else if (arg == "--idle-seconds")
+      opts.idle_seconds = std::max(1, std::stoi(value()));
     else if (arg == "--tls-ca")
       opts.tls.ca_file = value();
     else if (arg == "--tls-cert")
@@ -530,14 +546,18 @@ options parse_options(int argc, char** argv) {
     else if (arg == "--tls-key")
       opts.tls.key_file = value();
     else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: messaging_bench [--quick] [--reps N] [--threads N] "
-                  "[--only local|remote|tls|breakdown]\n");
+      std::printf(
+          "usage: messaging_bench [--quick] [--reps N] [--threads N] "
+          "[--only local|remote|tls|scheduler|breakdown] [--scheduler caf|troupe] "
+          "[--idle-seconds N]\n");
       std::exit(0);
     } else
       fail("unknown argument " + std::string{arg} + " (try --help)");
   }
   if (opts.reps == 0)
     opts.reps = opts.quick ? 3 : 5;
+  if (opts.idle_seconds == 0)
+    opts.idle_seconds = opts.quick ? 5 : 60;
   if (opts.threads == 0) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -551,8 +571,14 @@ options parse_options(int argc, char** argv) {
 // -- the server process -------------------------------------------------------
 
 int run_server(const options& opts) {
-  bench_config cfg{opts.threads};
+  bench_config cfg{opts.threads, opts.tuning()};
   caf::actor_system sys{cfg};
+  // An idle node is not silent: heartbeats arrive every few hundred ms. A
+  // 100 ms timer stands in for them when the scheduler group reads idle CPU.
+  auto ticker = sys.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    self->delayed_send(self, 100ms, run_atom::value);
+    return {[=](run_atom) { self->delayed_send(self, 100ms, run_atom::value); }};
+  });
   // Written by the servers' handlers only; never read in this process.
   static int64_t raw_received = 0;
   static int64_t troupe_received = 0;
@@ -586,6 +612,7 @@ int run_server(const options& opts) {
   }
   caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(ticker, caf::exit_reason::user_shutdown);
   return 0;
 }
 
@@ -593,7 +620,7 @@ int run_server(const options& opts) {
 /// stdin; killed and reaped by the destructor if it does not exit in time.
 class server_process {
 public:
-  explicit server_process(size_t threads, std::vector<std::string> extra = {}) {
+  explicit server_process(size_t threads, std::vector<std::string> extra) {
     int in[2];
     int out[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
@@ -629,6 +656,7 @@ public:
   server_process& operator=(const server_process&) = delete;
 
   uint16_t raw_port() const noexcept { return raw_port_; }
+  pid_t pid() const noexcept { return pid_; }
   uint16_t troupe_port() const noexcept { return troupe_port_; }
 
   void stop() {
@@ -717,11 +745,104 @@ void measure_servers(caf::actor_system& sys, std::vector<row>& rows,
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
 }
 
+/// CPU time (user + system) a process has used so far, from /proc.
+double cpu_seconds(pid_t pid) {
+  auto path = "/proc/" + std::to_string(pid) + "/stat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr)
+    fail("cannot read " + path);
+  char buf[1024];
+  auto got = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[got] = '\0';
+  // Fields 14 and 15 (utime, stime) follow the parenthesised command name.
+  const char* p = std::strrchr(buf, ')');
+  unsigned long utime = 0;
+  unsigned long stime = 0;
+  if (p == nullptr ||
+      std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                  &stime) != 2)
+    fail("cannot parse " + path);
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// The same raw CAF traffic under CAF 0.17's scheduler defaults (left) and
+/// troupe's tuning (right), each in an actor system and server process of its
+/// own; then the idle CPU of both servers. Returns the idle report.
+std::string measure_scheduler(std::vector<row>& rows, const options& opts,
+                              const sizes& n) {
+  bench_config caf_cfg{opts.threads, troupe::scheduler_tuning::caf_defaults()};
+  bench_config tro_cfg{opts.threads, troupe::scheduler_tuning{}};
+  caf::actor_system caf_sys{caf_cfg};
+  caf::actor_system tro_sys{tro_cfg};
+  server_process caf_child{opts.threads, {"--scheduler", "caf"}};
+  server_process tro_child{opts.threads, {"--scheduler", "troupe"}};
+  auto connect = [](caf::actor_system& sys, const server_process& child) {
+    auto h =
+        sys.middleman().remote_actor<raw_server_actor>("127.0.0.1", child.raw_port());
+    if (!h)
+      fail("cannot connect to the raw server: " + sys.render(h.error()));
+    return *h;
+  };
+  int64_t caf_received = 0;
+  int64_t tro_received = 0;
+  auto caf_local = caf_sys.spawn(raw_server, &caf_received);
+  auto tro_local = tro_sys.spawn(raw_server, &tro_received);
+  auto caf_remote = connect(caf_sys, caf_child);
+  auto tro_remote = connect(tro_sys, tro_child);
+  std::vector<caf::actor> actors{caf_sys.spawn(client<raw_server_actor>, caf_local),
+                                 tro_sys.spawn(client<raw_server_actor>, tro_local),
+                                 caf_sys.spawn(client<raw_server_actor>, caf_remote),
+                                 tro_sys.spawn(client<raw_server_actor>, tro_remote)};
+  auto add = [&](row r) {
+    r.right_label = "troupe tuning";
+    rows.push_back(std::move(r));
+  };
+  std::fprintf(stderr, "scheduler (raw CAF traffic, CAF defaults vs troupe tuning):\n");
+  auto trips = [&](size_t pair, int64_t count, int64_t window) {
+    return [&, pair, count, window](bool t, int64_t div) {
+      return run_round_trips(t ? tro_sys : caf_sys, actors[2 * pair + (t ? 1 : 0)],
+                             count / div, window);
+    };
+  };
+  add(measure_pair("sched local rr sequential", "rt/s", opts.reps,
+                   trips(0, n.local_sequential, 1)));
+  add(measure_pair("sched local rr pipelined x" + std::to_string(pipeline_depth), "rt/s",
+                   opts.reps, trips(0, n.local_pipelined, pipeline_depth)));
+  add(measure_pair("sched remote rr sequential", "rt/s", opts.reps,
+                   trips(1, n.remote_sequential, 1)));
+  add(measure_pair("sched remote rr pipelined x" + std::to_string(pipeline_depth), "rt/s",
+                   opts.reps, trips(1, n.remote_pipelined, pipeline_depth)));
+  for (auto& a : actors)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(caf_local, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(tro_local, caf::exit_reason::user_shutdown);
+
+  // Idle: both servers hold their connection and run their 100 ms timer.
+  std::fprintf(stderr, "  idle CPU over %d s ...\n", opts.idle_seconds);
+  std::this_thread::sleep_for(1s); // let the last replies settle
+  auto caf_before = cpu_seconds(caf_child.pid());
+  auto tro_before = cpu_seconds(tro_child.pid());
+  auto start = clock_type::now();
+  std::this_thread::sleep_for(std::chrono::seconds{opts.idle_seconds});
+  auto wall = std::chrono::duration<double>(clock_type::now() - start).count();
+  auto caf_share = 100.0 * (cpu_seconds(caf_child.pid()) - caf_before) / wall;
+  auto tro_share = 100.0 * (cpu_seconds(tro_child.pid()) - tro_before) / wall;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "\nidle CPU of a server process (one connection, a 100 ms timer) over "
+                "%.0f s: CAF defaults %.2f %% of a core, troupe tuning %.2f %% "
+                "(goal <= 0.2 %%)\n",
+                wall, caf_share, tro_share);
+  return buf;
+}
+
 int run_benchmarks(const options& opts) {
   const sizes& n = opts.quick ? quick_sizes : full_sizes;
-  bench_config cfg{opts.threads};
+  bench_config cfg{opts.threads, opts.tuning()};
   caf::actor_system sys{cfg};
   std::vector<row> rows;
+  const std::vector<std::string> child_args{"--scheduler", opts.scheduler};
   auto wanted = [&](std::string_view group) {
     return opts.only.empty() ? group != "breakdown" : opts.only == group;
   };
@@ -750,7 +871,7 @@ int run_benchmarks(const options& opts) {
   caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
 
   if (wanted("remote")) {
-    server_process child{opts.threads};
+    server_process child{opts.threads, child_args};
     auto remote_raw =
         sys.middleman().remote_actor<raw_server_actor>("127.0.0.1", child.raw_port());
     if (!remote_raw)
@@ -771,9 +892,10 @@ int run_benchmarks(const options& opts) {
     std::filesystem::path dir{dir_template};
     auto certs = troupe::test::make_test_certs(dir);
     troupe::cluster_tls_files tls{certs.ca_cert, certs.node_cert, certs.node_key};
-    server_process child{opts.threads,
-                         {"--tls-ca", tls.ca_file, "--tls-cert", tls.cert_file,
-                          "--tls-key", tls.key_file}};
+    auto args = child_args;
+    args.insert(args.end(), {"--tls-ca", tls.ca_file, "--tls-cert", tls.cert_file,
+                             "--tls-key", tls.key_file});
+    server_process child{opts.threads, args};
     auto remote_raw =
         sys.middleman().remote_actor<raw_server_actor>("127.0.0.1", child.raw_port());
     if (!remote_raw)
@@ -804,7 +926,12 @@ int run_benchmarks(const options& opts) {
     std::filesystem::remove_all(dir);
   }
 
+  std::string idle_report;
+  if (wanted("scheduler"))
+    idle_report = measure_scheduler(rows, opts, n);
+
   print_table(rows);
+  std::printf("%s", idle_report.c_str());
   std::printf("\nratio = troupe rate / raw CAF rate (goal >= 0.90); rates are the best "
               "of %d runs, median ratio compares the medians; p50/p99 per round trip "
               "from the best sequential run.\n",

@@ -70,6 +70,7 @@
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/scheduler_tuning.hpp>
 #include <troupe/runtime/service.hpp>
 #include <troupe/runtime/store.hpp>
 #include <troupe/runtime/store_actor.hpp>
@@ -273,6 +274,10 @@ struct bench_config : caf::actor_system_config {
     catalog.add<step_rep>("bench.step_rep");
     catalog.apply_to(*this);
     set("logger.console", caf::atom("none"));
+    // The scheduler as a node runs it.
+    troupe::apply(*this, std::getenv("SAGA_BENCH_CAF_SCHEDULER") != nullptr
+                             ? troupe::scheduler_tuning::caf_defaults()
+                             : troupe::scheduler_tuning{});
   }
 };
 

@@ -18,6 +18,7 @@
 #include <troupe/runtime/logging.hpp>
 #include <troupe/runtime/metrics.hpp>
 #include <troupe/runtime/readiness.hpp>
+#include <troupe/runtime/scheduler_tuning.hpp>
 #include <troupe/runtime/service.hpp>
 #include <troupe/runtime/status_server.hpp>
 #include <troupe/runtime/store_actor.hpp>
@@ -150,6 +151,28 @@ void declare_runtime_config(config_schema& s) {
       .min(1)
       .max(1000000)
       .describe("Messages an actor handles before yielding its worker thread.");
+  s.declare("scheduler.spin_attempts", value_kind::integer)
+      .default_value("100")
+      .min(0)
+      .max(100000)
+      .describe("Polls of its queue an idle worker makes before it naps or blocks.");
+  s.declare("scheduler.nap_attempts", value_kind::integer)
+      .default_value("0")
+      .min(0)
+      .max(100000)
+      .describe("Naps of scheduler.nap_duration after spinning, before an idle worker "
+                "blocks; 0 blocks at once (wakes on new work, lowest latency and idle "
+                "CPU). CAF's own default is 500.");
+  s.declare("scheduler.nap_duration", value_kind::duration)
+      .default_value("50us")
+      .min(1us)
+      .max(10ms)
+      .describe("Length of one nap of an idle worker.");
+  s.declare("scheduler.idle_wakeup", value_kind::duration)
+      .default_value("10ms")
+      .min(1ms)
+      .max(1s)
+      .describe("How often a blocked worker wakes to steal work from busy ones.");
   s.declare("supervisor.max_restarts", value_kind::integer)
       .default_value("5")
       .min(0)
@@ -476,6 +499,17 @@ int node::run(int argc, char** argv) {
     caf_cfg.set("scheduler.max-threads", static_cast<size_t>(n));
   caf_cfg.set("scheduler.max-throughput",
               static_cast<size_t>(cfg.get_int("scheduler.max_throughput")));
+  {
+    using std::chrono::duration_cast;
+    scheduler_tuning tuning;
+    tuning.spin_attempts = static_cast<size_t>(cfg.get_int("scheduler.spin_attempts"));
+    tuning.nap_attempts = static_cast<size_t>(cfg.get_int("scheduler.nap_attempts"));
+    tuning.nap_duration = duration_cast<std::chrono::microseconds>(
+        cfg.get_duration("scheduler.nap_duration"));
+    tuning.idle_wakeup = duration_cast<std::chrono::milliseconds>(
+        cfg.get_duration("scheduler.idle_wakeup"));
+    apply(caf_cfg, tuning);
+  }
   caf_cfg.set("logger.console", caf::atom("none"));
   caf::actor_system sys{caf_cfg};
 
