@@ -126,6 +126,12 @@ void declare_runtime_config(config_schema& s) {
       .default_value("info")
       .choices({"trace", "debug", "info", "warn", "error", "critical", "off"})
       .describe("Lowest level that is logged.");
+  s.declare("log.queue_size", value_kind::integer)
+      .default_value("8192")
+      .min(16)
+      .max(1 << 24)
+      .describe("Records waiting for the log writer; when the output stalls and the "
+                "queue is full, the oldest are dropped (never blocking an actor).");
   s.declare("shutdown.grace_period", value_kind::duration)
       .default_value("10s")
       .min(0ms)
@@ -449,7 +455,8 @@ int node::run(int argc, char** argv) {
 
   auto node_name = cfg.get_string("node.name");
   init_logging({parse_log_format(cfg.get_string("log.format")),
-                cfg.get_string("log.level"), node_name});
+                cfg.get_string("log.level"), node_name,
+                static_cast<std::size_t>(cfg.get_int("log.queue_size"))});
 
   caf::actor_system_config caf_cfg;
   caf_cfg.load<caf::io::middleman>();
@@ -623,7 +630,7 @@ int node::run(int argc, char** argv) {
             [&] {
               // ~actor_system would wait for the stuck actors forever.
               spdlog::error("supervision tree did not stop in time; exiting");
-              spdlog::default_logger()->flush();
+              flush_logging(std::chrono::seconds(1));
               std::_Exit(1);
             });
   }
@@ -631,6 +638,7 @@ int node::run(int argc, char** argv) {
   if (status)
     status->stop();
   spdlog::info("node {} stopped", node_name);
+  shutdown_logging();
   return exit_code;
 }
 
