@@ -33,11 +33,24 @@ std::string pretty(ns d) {
   return format_duration(d);
 }
 
-uint64_t seed_of(uint64_t configured) {
-  if (configured != 0)
-    return configured;
+uint64_t random_64() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+uint64_t seed_of(uint64_t configured) {
+  return configured != 0 ? configured : random_64();
+}
+
+/// 16 hex digits, never from the policy's seed: two engines seeded alike
+/// (tests, or a guard restarted with its configured seed) still differ.
+std::string new_incarnation() {
+  static constexpr char digits[] = "0123456789abcdef";
+  auto v = random_64();
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4)
+    out[static_cast<size_t>(i)] = digits[v & 0xF];
+  return out;
 }
 
 } // namespace
@@ -55,7 +68,8 @@ guard_engine::guard_engine(resilience_policy policy, fallback fb, guard_host& ho
     , breaker_(policy_.breaker)
     , bulkhead_(policy_.bulkhead)
     , faults_(policy_.faults)
-    , rng_(seed_of(policy_.seed)) {
+    , rng_(seed_of(policy_.seed))
+    , incarnation_(new_incarnation()) {
   if (policy_.timeout <= ns{0})
     policy_.timeout = 2s;
   if (policy_.rate_limit.enabled &&
@@ -151,16 +165,19 @@ void guard_engine::admit(std::unique_ptr<call_op> op, const call_context& ctx,
   if (c.ctx.correlation_id.empty())
     c.ctx.correlation_id = new_correlation_id();
   if (c.ctx.idempotency_key.empty()) {
-    // Every attempt of this call carries the same key.
+    // Every attempt of this call carries the same key:
+    // <correlation id>/<dependency>/<incarnation>.<counter>.
     char n[24];
-    n[0] = '/';
+    n[0] = '.';
     auto end = std::to_chars(n + 1, n + sizeof n, ++key_counter_).ptr;
     auto& key = c.ctx.idempotency_key;
-    key.reserve(c.ctx.correlation_id.size() + 1 + policy_.dependency.size() +
-                static_cast<size_t>(end - n));
+    key.reserve(c.ctx.correlation_id.size() + 2 + policy_.dependency.size() +
+                incarnation_.size() + static_cast<size_t>(end - n));
     key.append(c.ctx.correlation_id)
         .append(1, '/')
         .append(policy_.dependency)
+        .append(1, '/')
+        .append(incarnation_)
         .append(n, end);
   }
   auto limit = policy_.retry.enabled()

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -809,4 +810,30 @@ TEST_CASE_METHOD(
   REQUIRE(answered(4));
   CHECK(answer(4).code == errc::service_unavailable);
   sys->registry().erase(caf::atom("cluster"));
+}
+
+TEST_CASE_METHOD(deterministic, "a restarted guard never repeats an idempotency key of "
+                                "the guard before it") {
+  // Same dependency, same seed, same correlation ids: only the incarnation
+  // tells the two engines' keys apart.
+  auto first = guarded(plain_policy());
+  for (int32_t id = 1; id <= 3; ++id)
+    call(id);
+  caf::anon_send_exit(first, caf::exit_reason::user_shutdown);
+  sched->run();
+  guarded(plain_policy());
+  for (int32_t id = 4; id <= 6; ++id)
+    call(id);
+  REQUIRE(script->seen.size() == 6);
+  std::set<std::string> before, after;
+  for (size_t i = 0; i < 3; ++i)
+    before.insert(script->seen[i].idempotency_key);
+  for (size_t i = 3; i < 6; ++i)
+    after.insert(script->seen[i].idempotency_key);
+  CHECK(before.size() == 3);
+  CHECK(after.size() == 3);
+  for (auto& key : after) {
+    CHECK(before.count(key) == 0);
+    CHECK(key.rfind("test/echo-test/", 0) == 0);
+  }
 }
