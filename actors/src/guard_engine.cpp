@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <stdexcept>
 
 #include <caf/sec.hpp>
 #include <spdlog/spdlog.h>
@@ -70,8 +71,12 @@ guard_engine::guard_engine(resilience_policy policy, fallback fb, guard_host& ho
     , faults_(policy_.faults)
     , rng_(seed_of(policy_.seed))
     , incarnation_(new_incarnation()) {
+  // Configuration cannot get here with it (the key's bounds reject it, and
+  // policy_from_config checks again): a policy built in code that forgot it.
   if (policy_.timeout <= ns{0})
-    policy_.timeout = 2s;
+    throw std::invalid_argument(
+        policy_.dependency + ": the resilience policy's timeout must be positive, got " +
+        format_duration(policy_.timeout));
   if (policy_.rate_limit.enabled &&
       policy_.rate_limit.scope == rate_limit_scope::dependency)
     bucket_.emplace(policy_.rate_limit.rate, policy_.rate_limit.burst, now);

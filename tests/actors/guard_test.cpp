@@ -837,3 +837,27 @@ TEST_CASE_METHOD(deterministic, "a restarted guard never repeats an idempotency 
     CHECK(key.rfind("test/echo-test/", 0) == 0);
   }
 }
+
+namespace {
+
+struct idle_host final : guard_host {
+  void schedule(time_point, uint64_t, uint32_t) override {}
+  void resolve(const std::string&, ns) override {}
+  void watch(const caf::actor&) override {}
+  void publish(const breaker_state_changed&) override {}
+};
+
+} // namespace
+
+TEST_CASE_METHOD(deterministic,
+                 "a guard refuses a policy whose timeout is not positive instead of "
+                 "picking one") {
+  idle_host host;
+  for (auto t : {ns{0}, ns{-1'000'000}}) {
+    auto p = plain_policy();
+    p.timeout = t;
+    CHECK_THROWS_WITH((guard_engine{p, {}, host, deadline_clock{*sys}, now()}),
+                      Catch::Contains("echo-test") && Catch::Contains("timeout"));
+  }
+  CHECK_NOTHROW((guard_engine{plain_policy(), {}, host, deadline_clock{*sys}, now()}));
+}
