@@ -574,6 +574,7 @@ int node::run(int argc, char** argv) {
     if (signals.fetch_add(1) > 0) {
       // A second signal means "now": no grace.
       spdlog::warn("second signal {}: stopping at once", sig);
+      flush_logging(std::chrono::seconds(1)); // _Exit skips the log writer's drain
       std::_Exit(130);
     }
     caf::anon_send(waiter, shutdown_atom::value);
