@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <stdexcept>
 
 #include <caf/sec.hpp>
 #include <spdlog/spdlog.h>
@@ -33,11 +34,24 @@ std::string pretty(ns d) {
   return format_duration(d);
 }
 
-uint64_t seed_of(uint64_t configured) {
-  if (configured != 0)
-    return configured;
+uint64_t random_64() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+uint64_t seed_of(uint64_t configured) {
+  return configured != 0 ? configured : random_64();
+}
+
+/// 16 hex digits, never from the policy's seed: two engines seeded alike
+/// (tests, or a guard restarted with its configured seed) still differ.
+std::string new_incarnation() {
+  static constexpr char digits[] = "0123456789abcdef";
+  auto v = random_64();
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4)
+    out[static_cast<size_t>(i)] = digits[v & 0xF];
+  return out;
 }
 
 } // namespace
@@ -55,9 +69,14 @@ guard_engine::guard_engine(resilience_policy policy, fallback fb, guard_host& ho
     , breaker_(policy_.breaker)
     , bulkhead_(policy_.bulkhead)
     , faults_(policy_.faults)
-    , rng_(seed_of(policy_.seed)) {
+    , rng_(seed_of(policy_.seed))
+    , incarnation_(new_incarnation()) {
+  // Configuration cannot get here with it (the key's bounds reject it, and
+  // policy_from_config checks again): a policy built in code that forgot it.
   if (policy_.timeout <= ns{0})
-    policy_.timeout = 2s;
+    throw std::invalid_argument(
+        policy_.dependency + ": the resilience policy's timeout must be positive, got " +
+        format_duration(policy_.timeout));
   if (policy_.rate_limit.enabled &&
       policy_.rate_limit.scope == rate_limit_scope::dependency)
     bucket_.emplace(policy_.rate_limit.rate, policy_.rate_limit.burst, now);
@@ -151,16 +170,19 @@ void guard_engine::admit(std::unique_ptr<call_op> op, const call_context& ctx,
   if (c.ctx.correlation_id.empty())
     c.ctx.correlation_id = new_correlation_id();
   if (c.ctx.idempotency_key.empty()) {
-    // Every attempt of this call carries the same key.
+    // Every attempt of this call carries the same key:
+    // <correlation id>/<dependency>/<incarnation>.<counter>.
     char n[24];
-    n[0] = '/';
+    n[0] = '.';
     auto end = std::to_chars(n + 1, n + sizeof n, ++key_counter_).ptr;
     auto& key = c.ctx.idempotency_key;
-    key.reserve(c.ctx.correlation_id.size() + 1 + policy_.dependency.size() +
-                static_cast<size_t>(end - n));
+    key.reserve(c.ctx.correlation_id.size() + 2 + policy_.dependency.size() +
+                incarnation_.size() + static_cast<size_t>(end - n));
     key.append(c.ctx.correlation_id)
         .append(1, '/')
         .append(policy_.dependency)
+        .append(1, '/')
+        .append(incarnation_)
         .append(n, end);
   }
   auto limit = policy_.retry.enabled()

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <stdexcept>
+#include <string_view>
 
 namespace troupe::resilience {
 
@@ -500,7 +501,13 @@ resilience_policy policy_from_config(const config& cfg, const std::string& name)
   auto cls = cfg.get_string(std::string{dependencies_prefix} + name + ".class");
   for (auto& f : fields()) {
     auto own = dependency_key(name, f.key);
-    f.read(policy, cfg, cfg.has(own) ? own : class_key(cls, f.key));
+    auto key = cfg.has(own) ? own : class_key(cls, f.key);
+    f.read(policy, cfg, key);
+    // The key's bounds keep it out of a loaded configuration; a guard must
+    // never fall back to some timeout of its own.
+    if (std::string_view{f.key} == "timeout" && policy.timeout <= ns{0})
+      throw config_error(key, key + ": expected a positive duration, got " +
+                                  text_of(policy.timeout));
   }
   return policy;
 }

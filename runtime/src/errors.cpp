@@ -13,6 +13,8 @@ caf::error make_error(errc code, std::string detail) {
                     caf::make_message(std::move(detail))};
 }
 
+// The one table of what errors mean to troupe: guards, sagas, gateways and
+// the cluster all decide on this function's answer, never on CAF's codes.
 errc classify(const caf::error& err) {
   if (!err)
     return errc::none;
@@ -26,9 +28,13 @@ errc classify(const caf::error& err) {
     case caf::sec::no_route_to_receiving_node:
     case caf::sec::cannot_connect_to_node:
     case caf::sec::remote_linking_failed:
+    // CAF answers a request to an invalid (null) handle with invalid_argument
+    // (mixin/requester.hpp): nobody is there to receive it, e.g. no cluster
+    // actor on this node. troupe validates its callers' input itself and
+    // answers that with errc::bad_input; CAF's code never means bad input.
+    case caf::sec::invalid_argument:
       return errc::service_unavailable;
     case caf::sec::unexpected_message:
-    case caf::sec::invalid_argument:
       return errc::bad_input;
     case caf::sec::unexpected_actor_messaging_interface:
       return errc::interface_mismatch;

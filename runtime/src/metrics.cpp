@@ -8,6 +8,8 @@
 #include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
 
+#include <troupe/runtime/logging.hpp>
+
 namespace troupe {
 
 namespace {
@@ -74,6 +76,19 @@ private:
                               .count());
 };
 
+// Read from the log writer's queue at scrape time: logging counts its drops
+// without touching a metric on the logging thread.
+prometheus::MetricFamily log_drops() {
+  prometheus::MetricFamily fam;
+  fam.name = "troupe_log_messages_dropped_total";
+  fam.help = "Log records dropped because the log output could not keep up.";
+  fam.type = prometheus::MetricType::Counter;
+  prometheus::ClientMetric m;
+  m.counter.value = static_cast<double>(log_messages_dropped());
+  fam.metric.push_back(m);
+  return fam;
+}
+
 } // namespace
 
 metrics& metrics::instance() {
@@ -133,6 +148,7 @@ std::string metrics::serialize() const {
   auto families = registry_->Collect();
   for (auto& fam : process_->Collect())
     families.push_back(std::move(fam));
+  families.push_back(log_drops());
   return serializer.Serialize(families);
 }
 

@@ -136,6 +136,12 @@ void declare_runtime_config(config_schema& s) {
       .default_value("info")
       .choices({"trace", "debug", "info", "warn", "error", "critical", "off"})
       .describe("Lowest level that is logged.");
+  s.declare("log.queue_size", value_kind::integer)
+      .default_value("8192")
+      .min(16)
+      .max(1 << 24)
+      .describe("Records waiting for the log writer; when the output stalls and the "
+                "queue is full, the oldest are dropped (never blocking an actor).");
   s.declare("shutdown.grace_period", value_kind::duration)
       .default_value("10s")
       .min(0ms)
@@ -490,7 +496,8 @@ int node::run(int argc, char** argv) {
 
   auto node_name = cfg.get_string("node.name");
   init_logging({parse_log_format(cfg.get_string("log.format")),
-                cfg.get_string("log.level"), node_name});
+                cfg.get_string("log.level"), node_name,
+                static_cast<std::size_t>(cfg.get_int("log.queue_size"))});
 
   caf::actor_system_config caf_cfg;
   caf_cfg.load<caf::io::middleman>();
@@ -620,6 +627,7 @@ int node::run(int argc, char** argv) {
     if (signals.fetch_add(1) > 0) {
       // A second signal means "now": no grace.
       spdlog::warn("second signal {}: stopping at once", sig);
+      flush_logging(std::chrono::seconds(1)); // _Exit skips the log writer's drain
       std::_Exit(130);
     }
     caf::anon_send(waiter, shutdown_atom::value);
@@ -676,7 +684,7 @@ int node::run(int argc, char** argv) {
             [&] {
               // ~actor_system would wait for the stuck actors forever.
               spdlog::error("supervision tree did not stop in time; exiting");
-              spdlog::default_logger()->flush();
+              flush_logging(std::chrono::seconds(1));
               std::_Exit(1);
             });
   }
@@ -684,6 +692,7 @@ int node::run(int argc, char** argv) {
   if (status)
     status->stop();
   spdlog::info("node {} stopped", node_name);
+  shutdown_logging();
   return exit_code;
 }
 

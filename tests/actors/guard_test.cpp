@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -809,4 +810,54 @@ TEST_CASE_METHOD(
   REQUIRE(answered(4));
   CHECK(answer(4).code == errc::service_unavailable);
   sys->registry().erase(caf::atom("cluster"));
+}
+
+TEST_CASE_METHOD(deterministic, "a restarted guard never repeats an idempotency key of "
+                                "the guard before it") {
+  // Same dependency, same seed, same correlation ids: only the incarnation
+  // tells the two engines' keys apart.
+  auto first = guarded(plain_policy());
+  for (int32_t id = 1; id <= 3; ++id)
+    call(id);
+  caf::anon_send_exit(first, caf::exit_reason::user_shutdown);
+  sched->run();
+  guarded(plain_policy());
+  for (int32_t id = 4; id <= 6; ++id)
+    call(id);
+  REQUIRE(script->seen.size() == 6);
+  std::set<std::string> before, after;
+  for (size_t i = 0; i < 3; ++i)
+    before.insert(script->seen[i].idempotency_key);
+  for (size_t i = 3; i < 6; ++i)
+    after.insert(script->seen[i].idempotency_key);
+  CHECK(before.size() == 3);
+  CHECK(after.size() == 3);
+  for (auto& key : after) {
+    CHECK(before.count(key) == 0);
+    CHECK(key.rfind("test/echo-test/", 0) == 0);
+  }
+}
+
+namespace {
+
+struct idle_host final : guard_host {
+  void schedule(time_point, uint64_t, uint32_t) override {}
+  void resolve(const std::string&, ns) override {}
+  void watch(const caf::actor&) override {}
+  void publish(const breaker_state_changed&) override {}
+};
+
+} // namespace
+
+TEST_CASE_METHOD(deterministic,
+                 "a guard refuses a policy whose timeout is not positive instead of "
+                 "picking one") {
+  idle_host host;
+  for (auto t : {ns{0}, ns{-1'000'000}}) {
+    auto p = plain_policy();
+    p.timeout = t;
+    CHECK_THROWS_WITH((guard_engine{p, {}, host, deadline_clock{*sys}, now()}),
+                      Catch::Contains("echo-test") && Catch::Contains("timeout"));
+  }
+  CHECK_NOTHROW((guard_engine{plain_policy(), {}, host, deadline_clock{*sys}, now()}));
 }

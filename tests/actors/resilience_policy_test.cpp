@@ -208,3 +208,24 @@ TEST_CASE("a valid configuration is accepted") {
   CHECK(rejected_key({{"resilience.dependencies.payment.retry.backoff", "fibonacci"}}) ==
         "");
 }
+
+TEST_CASE("a timeout that is not positive is rejected naming the key, for dependencies "
+          "and classes alike") {
+  for (auto text : {"0s", "0ms", "-1s"}) {
+    INFO(text);
+    CHECK(rejected_key({{"resilience.dependencies.payment.timeout", text}}) ==
+          "resilience.dependencies.payment.timeout");
+    CHECK(rejected_key({{"resilience.classes.critical.timeout", text}}) ==
+          "resilience.classes.critical.timeout");
+  }
+  auto schema = payment_schema();
+  config_sources sources;
+  sources.overrides = {{"resilience.dependencies.inventory.timeout", "0s"}};
+  try {
+    config::load(schema, sources);
+    FAIL("the configuration was accepted");
+  } catch (const config_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("resilience.dependencies.inventory.timeout"));
+  }
+  CHECK(rejected_key({{"resilience.dependencies.payment.timeout", "1ms"}}) == "");
+}

@@ -133,3 +133,9 @@ TEST_CASE("a secret from the environment is shown as <secret> and never leaked",
     check_rejected(out, {"greeter.salutation", "TROUPE_TEST_UNSET_4711", "not set"});
   }
 }
+
+TEST_CASE("a log queue too small to buffer a burst is rejected with its bounds",
+          "[config]") {
+  auto out = run_to_exit({"--node.name", "a", "--log.queue_size", "0"});
+  check_rejected(out, {"log.queue_size", "16", "--log.queue_size"});
+}

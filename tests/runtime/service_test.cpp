@@ -152,6 +152,7 @@ TEST_CASE("a JSON log record carries node, actor and correlation id") {
     spdlog::info("reserved \"3\" items");
   }
   spdlog::info("outside");
+  REQUIRE(troupe::flush_logging()); // records are written by the log writer thread
   auto text = out.str();
   auto first = text.substr(0, text.find('\n'));
   CHECK(first.find("\"level\":\"info\"") != std::string::npos);

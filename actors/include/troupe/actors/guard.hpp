@@ -144,9 +144,11 @@ public:
               self->state.engine->resolved(h, self->clock().now());
             },
             [self](caf::error& err) {
-              if (err == caf::sec::invalid_argument) // request to an invalid handle
-                err = make_error(errc::service_unavailable,
-                                 "no cluster actor on this node");
+              // troupe::classify is the one table of what CAF's codes mean
+              // (a request to an invalid handle, i.e. no cluster actor on
+              // this node, is service_unavailable); keep CAF's text as detail.
+              if (err.category() != troupe_category::value)
+                err = make_error(classify(err), describe(err));
               self->state.engine->resolve_failed(err, self->clock().now());
             });
   }

@@ -190,6 +190,9 @@ private:
   std::unordered_map<uint64_t, call> calls_;
   uint64_t next_id_ = 1;
   uint64_t key_counter_ = 0;
+  /// Random per engine, in every key it makes: a restarted guard (whose
+  /// counter starts again) never repeats an earlier incarnation's key.
+  std::string incarnation_;
   std::array<uint64_t, call_outcome_count> outcomes_{};
   std::vector<uint64_t> expired_; ///< scratch for bulkhead::leave
   std::vector<uint64_t> ready_;   ///< calls that got a slot, to dispatch

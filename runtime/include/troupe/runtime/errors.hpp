@@ -35,9 +35,20 @@ using troupe_category = caf::atom_constant<caf::atom("troupe")>;
 caf::error make_error(errc code);
 caf::error make_error(errc code, std::string detail);
 
-/// Maps any error (troupe's, or CAF's own `sec`) to troupe's code:
-/// `sec::request_timeout` becomes `timeout`, a dead receiver
-/// `service_unavailable`, an unexpected message `bad_input`, and so on.
+/// Maps any error (troupe's, or CAF's own `sec`) to troupe's code. The one
+/// table: everything that decides on a CAF error (guards, sagas, gateways,
+/// the cluster) asks this function, never CAF's codes directly.
+///
+/// - `sec::request_timeout`: timeout
+/// - `sec::request_receiver_down`, `no_route_to_receiving_node`,
+///   `cannot_connect_to_node`, `remote_linking_failed`: service_unavailable
+/// - `sec::invalid_argument` (CAF's answer to a request to an invalid
+///   handle: nobody there): service_unavailable
+/// - `sec::unexpected_message`: bad_input
+/// - `sec::unexpected_actor_messaging_interface`: interface_mismatch
+/// - any other `sec`: internal
+/// - an exit reason (the receiver is gone): service_unavailable
+/// - troupe's own codes: themselves
 errc classify(const caf::error& err);
 
 /// True when sending the same request again may succeed.
