@@ -49,6 +49,9 @@ uint64_t read_u64(const uint8_t* p) {
 } // namespace
 
 bool basp_frame_checker::feed(const uint8_t* data, size_t n) {
+  const uint8_t* begin = data;
+  // Where the frame under check began in this call (0 if in an earlier one).
+  const uint8_t* frame_start = begin;
   while (n > 0) {
     if (payload_left_ > 0) {
       auto take = static_cast<size_t>(std::min<uint64_t>(payload_left_, n));
@@ -57,6 +60,8 @@ bool basp_frame_checker::feed(const uint8_t* data, size_t n) {
       n -= take;
       continue;
     }
+    if (header_have_ == 0)
+      frame_start = data;
     auto take = std::min(header_size - header_have_, n);
     std::memcpy(header_ + header_have_, data, take);
     header_have_ += take;
@@ -64,8 +69,10 @@ bool basp_frame_checker::feed(const uint8_t* data, size_t n) {
     n -= take;
     if (header_have_ == header_size) {
       header_have_ = 0;
-      if (!check_header())
+      if (!check_header()) {
+        valid_prefix_ = static_cast<size_t>(frame_start - begin);
         return false;
+      }
     }
   }
   return true;
@@ -209,31 +216,36 @@ private:
 
   void pump_from_peer() {
     auto self = this->shared_from_this();
-    peer_.async_read_some(
-        asio::buffer(in_), [self](boost::system::error_code ec, size_t n) {
-          if (ec) {
-            if (self->checker_.mid_frame() && !self->closed_)
-              spdlog::warn("cluster gate: {} disconnected in the middle of a frame",
-                           self->name_);
-            self->close();
-            return;
-          }
-          self->last_activity = steady::now();
-          if (!self->checker_.feed(self->in_.data(), n)) {
-            spdlog::warn("cluster gate: closed connection from {}: {}", self->name_,
-                         self->checker_.error());
-            self->rejected_.Increment();
-            self->close();
-            return;
-          }
-          asio::async_write(self->local_, asio::buffer(self->in_.data(), n),
-                            [self](boost::system::error_code ec, size_t) {
-                              if (ec)
-                                self->close();
-                              else
-                                self->pump_from_peer();
-                            });
-        });
+    peer_.async_read_some(asio::buffer(in_), [self](boost::system::error_code ec,
+                                                    size_t n) {
+      if (ec) {
+        if (self->checker_.mid_frame() && !self->closed_)
+          spdlog::warn("cluster gate: {} disconnected in the middle of a frame",
+                       self->name_);
+        self->close();
+        return;
+      }
+      self->last_activity = steady::now();
+      if (!self->checker_.feed(self->in_.data(), n)) {
+        spdlog::warn("cluster gate: closed connection from {}: {}", self->name_,
+                     self->checker_.error());
+        self->rejected_.Increment();
+        // The frames before the offending one passed their checks: CAF
+        // gets them (a peer's valid messages do not depend on how TCP
+        // happened to batch them with a bad one), then the close.
+        asio::async_write(self->local_,
+                          asio::buffer(self->in_.data(), self->checker_.valid_prefix()),
+                          [self](boost::system::error_code, size_t) { self->close(); });
+        return;
+      }
+      asio::async_write(self->local_, asio::buffer(self->in_.data(), n),
+                        [self](boost::system::error_code ec, size_t) {
+                          if (ec)
+                            self->close();
+                          else
+                            self->pump_from_peer();
+                        });
+    });
   }
 
   // CAF's own output needs no checking.

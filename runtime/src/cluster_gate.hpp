@@ -102,6 +102,9 @@ public:
 
   /// Consumes `n` bytes; false (with `error()` set) at the first violation.
   bool feed(const uint8_t* data, size_t n);
+  /// After a failed feed: how many of its bytes came before the offending
+  /// frame began; those are whole, valid frames and may still be delivered.
+  size_t valid_prefix() const noexcept { return valid_prefix_; }
   const std::string& error() const noexcept { return error_; }
   uint64_t frames() const noexcept { return frames_; }
   /// True once the whole first frame (the handshake) has passed.
@@ -119,6 +122,7 @@ private:
   size_t header_have_ = 0;
   uint64_t payload_left_ = 0;
   uint64_t frames_ = 0;
+  size_t valid_prefix_ = 0;
   std::string error_;
 };
 

@@ -91,6 +91,26 @@ TEST_CASE("an unknown operation is refused") {
   CHECK(checker.error().find("unknown operation") != std::string::npos);
 }
 
+TEST_CASE("a refused frame leaves the whole valid frames read before it deliverable") {
+  troupe::basp_frame_checker checker{1 << 20, 1 << 16};
+  std::vector<uint8_t> stream;
+  append(stream, frame(client_handshake, 10, 10));
+  append(stream, frame(direct_message, 7, 7));
+  auto valid = stream.size();
+  append(stream, frame(0x7F, 0, 0));
+  CHECK_FALSE(checker.feed(stream.data(), stream.size()));
+  CHECK(checker.valid_prefix() == valid);
+
+  // A bad header begun in an earlier read: nothing of this read is valid.
+  troupe::basp_frame_checker split{1 << 20, 1 << 16};
+  auto hello = frame(client_handshake, 0, 0);
+  REQUIRE(split.feed(hello.data(), hello.size()));
+  auto odd = frame(0x7F, 0, 0);
+  REQUIRE(split.feed(odd.data(), 5));
+  CHECK_FALSE(split.feed(odd.data() + 5, odd.size() - 5));
+  CHECK(split.valid_prefix() == 0);
+}
+
 TEST_CASE("a stream cut inside a header or payload is reported as mid-frame") {
   troupe::basp_frame_checker checker{1 << 20, 1 << 16};
   auto hello = frame(client_handshake, 64, 64);
