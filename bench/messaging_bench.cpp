@@ -17,6 +17,9 @@
 //                 troupe: `troupe::call(...).then`), latency of every round
 //                 trip sampled with steady_clock.
 //   rr pipelined  64 requests outstanding.
+//   service_ref   (local) a call through a troupe::service_ref against a
+//                 call on the plain handle of the same troupe service,
+//                 sequential and pipelined; the left column is the plain call.
 //   breakdown     (--only breakdown) raw CAF against raw CAF handlers that
 //                 receive troupe's message shape, call_context + payload, with
 //                 one prebuilt context: the cost of carrying the context alone.
@@ -58,6 +61,7 @@
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/service.hpp>
+#include <troupe/runtime/service_ref.hpp>
 
 extern char** environ;
 
@@ -185,6 +189,13 @@ auto ask(caf::event_based_actor* self, const raw_server_actor& h,
 }
 
 auto ask(caf::event_based_actor* self, const troupe_server_actor& h,
+         std::chrono::nanoseconds timeout, echo_req req) {
+  return troupe::call(self, h, timeout, req);
+}
+
+// Through a service_ref whose registry lists one instance: the cost of the
+// ref (pick an instance, check its liveness) over a call on a plain handle.
+auto ask(caf::event_based_actor* self, const troupe::service_ref<troupe_server_actor>& h,
          std::chrono::nanoseconds timeout, echo_req req) {
   return troupe::call(self, h, timeout, req);
 }
@@ -729,6 +740,38 @@ int run_benchmarks(const options& opts) {
     measure_servers(sys, rows, "local", opts, n.local_one_way, n.local_sequential,
                     n.local_pipelined, raw, ctx, &raw_received, &ctx_received, "raw+ctx");
     caf::anon_send_exit(ctx, caf::exit_reason::user_shutdown);
+  }
+  if (wanted("local")) {
+    // A call through a service_ref against a call on the plain handle, both
+    // troupe: the registry (a stand-in answering find_services) lists `tro`.
+    auto registry = sys.spawn([tro]() -> caf::behavior {
+      return {
+          [tro](troupe::find_services_atom, const std::string&,
+                const std::vector<std::string>&) {
+            return std::vector<caf::actor>{caf::actor_cast<caf::actor>(tro)};
+          },
+      };
+    });
+    troupe::service_ref<troupe_server_actor> ref{sys, "bench", registry};
+    auto plain_client = sys.spawn(client<troupe_server_actor>, tro);
+    auto ref_client = sys.spawn(client<troupe::service_ref<troupe_server_actor>>, ref);
+    std::fprintf(stderr, "local (service_ref vs plain troupe handle):\n");
+    auto add = [&](row r) {
+      r.right_label = "service_ref vs plain";
+      rows.push_back(std::move(r));
+    };
+    add(measure_pair("local service_ref call", "rt/s", opts.reps,
+                     [&](bool t, int64_t div) {
+                       return run_round_trips(sys, t ? ref_client : plain_client,
+                                              n.local_sequential / div, 1);
+                     }));
+    add(measure_pair("local service_ref call x" + std::to_string(pipeline_depth), "rt/s",
+                     opts.reps, [&](bool t, int64_t div) {
+                       return run_round_trips(sys, t ? ref_client : plain_client,
+                                              n.local_pipelined / div, pipeline_depth);
+                     }));
+    for (auto& a : {plain_client, ref_client, registry})
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
   caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);
