@@ -55,6 +55,7 @@ void service_ref_state::resolved(std::vector<caf::actor> found, time_point now) 
   }
   bool changed = next.size() != instances_.size();
   instances_ = std::move(next);
+  instances_changed();
   if (changed)
     spdlog::debug("service '{}': {} instance(s)", name_, instances_.size());
   auto waiting = std::move(waiting_);
@@ -67,8 +68,10 @@ void service_ref_state::resolve_failed(caf::error err, time_point now) {
   resolving_ = false;
   resolved_at_ = now;
   auto code = classify(err);
-  if (code == errc::service_unavailable || code == errc::interface_mismatch)
+  if (code == errc::service_unavailable || code == errc::interface_mismatch) {
     instances_.clear();
+    instances_changed();
+  }
   auto waiting = std::move(waiting_);
   waiting_.clear();
   for (auto& w : waiting)

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -102,6 +103,18 @@ std::string ask(caf::scoped_actor& self, const troupe::service_ref<named_actor>&
   return who;
 }
 
+// CAF runs the functors attached to an actor that ends one after the other:
+// wait_for may return just before the ref's own liveness flag flips.
+bool wait_until_live(const troupe::service_ref<named_actor>& ref, size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (ref.state()->live() != n)
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    else
+      std::this_thread::yield();
+  return true;
+}
+
 // Makes `n` calls on one ref from inside an actor, all in one handler, and
 // reports the answers (or errors) to `report`.
 using go_atom = caf::atom_constant<caf::atom("go")>;
@@ -156,6 +169,7 @@ TEST_CASE("a service_ref stops calling an instance that went down") {
   ask(self, ref);
   self->send_exit(a, caf::exit_reason::user_shutdown);
   self->wait_for(a);
+  REQUIRE(wait_until_live(ref, 1));
   for (int i = 0; i < 6; ++i)
     CHECK(ask(self, ref) == "b");
 }
@@ -169,6 +183,7 @@ TEST_CASE("a service_ref looks the service up again once every known instance is
   CHECK(ask(self, ref) == "a");
   self->send_exit(a, caf::exit_reason::user_shutdown);
   self->wait_for(a);
+  REQUIRE(wait_until_live(ref, 0));
   *f.registry.instances = {caf::actor_cast<caf::actor>(f.spawn_named("c"))};
   CHECK(ask(self, ref) == "c");
   CHECK(*f.registry.lookups == 2);

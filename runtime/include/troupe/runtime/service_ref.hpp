@@ -52,20 +52,24 @@ public:
 
   service_ref_state(std::string name, std::vector<std::string> interface,
                     caf::actor registry);
-  ~service_ref_state();
+  virtual ~service_ref_state();
 
   const std::string& name() const noexcept { return name_; }
   const std::vector<std::string>& interface() const noexcept { return interface_; }
 
-  /// The next live instance, round robin; nullptr when none is known alive.
-  const caf::actor* pick() noexcept {
+  static constexpr size_t none = static_cast<size_t>(-1);
+
+  /// The position of the next live instance, round robin; `none` when no
+  /// instance is known alive.
+  size_t pick_index() noexcept {
     auto n = instances_.size();
     for (size_t i = 0; i < n; ++i) {
-      auto& x = instances_[next_++ % n];
-      if (x.alive->load(std::memory_order_acquire))
-        return &x.handle;
+      auto k = next_ < n ? next_ : 0;
+      next_ = k + 1;
+      if (instances_[k].alive->load(std::memory_order_acquire))
+        return k;
     }
-    return nullptr;
+    return none;
   }
 
   /// Whether the cached instances are old enough to be looked up again in
@@ -93,8 +97,21 @@ public:
   void set_refresh_interval(std::chrono::nanoseconds d) noexcept {
     refresh_interval_ = d;
   }
-  /// Instances known, alive or not (for tests).
+  /// Instances known, alive or not.
   size_t known() const noexcept { return instances_.size(); }
+  /// Instances known and not seen going down (safe from any thread only
+  /// while no lookup completes: for tests).
+  size_t live() const noexcept {
+    size_t n = 0;
+    for (auto& x : instances_)
+      n += x.alive->load(std::memory_order_acquire) ? 1 : 0;
+    return n;
+  }
+
+protected:
+  /// Called after the cached instances changed.
+  virtual void instances_changed() = 0;
+  const caf::actor& instance_at(size_t i) const noexcept { return instances_[i].handle; }
 
 private:
   struct instance {
@@ -112,6 +129,34 @@ private:
   std::chrono::nanoseconds refresh_interval_ = std::chrono::seconds(1);
   std::vector<std::unique_ptr<ref_waiter>> waiting_;
 };
+
+/// The state with the instances as typed handles, so a call sends to a
+/// cached handle without casting (and counting references) each time.
+template <class Handle>
+class typed_ref_state final : public service_ref_state {
+public:
+  using service_ref_state::service_ref_state;
+
+  /// The next live instance, round robin; nullptr when none is known alive.
+  const Handle* pick() noexcept {
+    auto i = pick_index();
+    return i == none ? nullptr : &typed_[i];
+  }
+
+private:
+  void instances_changed() override {
+    typed_.clear();
+    for (size_t i = 0; i < known(); ++i)
+      typed_.push_back(caf::actor_cast<Handle>(instance_at(i)));
+  }
+
+  std::vector<Handle> typed_;
+};
+
+template <class Handle>
+typed_ref_state<Handle>& typed(service_ref_state& st) noexcept {
+  return static_cast<typed_ref_state<Handle>&>(st);
+}
 
 caf::error no_registry_error(const std::string& name);
 caf::error resolve_timeout_error(const std::string& name);
@@ -184,7 +229,7 @@ public:
 
   /// `registry` answers find_services_atom; by default the node's cluster actor.
   service_ref(caf::actor_system& sys, std::string name, caf::actor registry = {})
-      : state_(std::make_shared<detail::service_ref_state>(
+      : state_(std::make_shared<detail::typed_ref_state<Handle>>(
             std::move(name), interface_of(sys), std::move(registry))) {}
 
   template <class Self>
@@ -228,11 +273,11 @@ public:
 
   template <class OnReply, class OnError>
   void then(OnReply on_reply, OnError on_error) {
-    auto now = self_->clock().now();
-    if (st_->refresh_due(now) && st_->wait(nullptr))
+    auto& st = detail::typed<Handle>(*st_);
+    if (st.refresh_due(self_->clock().now()) && st.wait(nullptr))
       detail::start_resolution(self_, st_, timeout_);
-    if (auto* target = st_->pick()) {
-      call(self_, caf::actor_cast<Handle>(*target), timeout_, std::move(request_))
+    if (auto* target = st.pick()) {
+      call(self_, *target, timeout_, std::move(request_))
           .then(std::move(on_reply), std::move(on_error));
       return;
     }
@@ -241,29 +286,30 @@ public:
     auto sent = caller->narrowed(timeout_);
     auto deadline = sent.deadline_ns;
     auto w = std::make_unique<waiter<OnReply, OnError>>(
-        self_, st_.get(), std::move(caller), deadline, std::move(request_),
-        std::move(on_reply), std::move(on_error));
-    if (st_->wait(std::move(w)))
+        self_, &st, std::move(caller), deadline, std::move(request_), std::move(on_reply),
+        std::move(on_error));
+    if (st.wait(std::move(w)))
       detail::start_resolution(self_, st_, timeout_);
   }
 
   template <class OnReply, class OnError>
   void receive(OnReply on_reply, OnError on_error) {
-    auto* target = st_->pick();
+    auto& st = detail::typed<Handle>(*st_);
+    auto* target = st.pick();
     caf::error err;
     if (target == nullptr) {
       err = detail::resolve_blocking(self_, st_, timeout_);
-      target = st_->pick();
+      target = st.pick();
     }
     if (target == nullptr) {
       if (!err)
         err = make_error(errc::service_unavailable,
-                         "no live node provides service '" + st_->name() + "'");
+                         "no live node provides service '" + st.name() + "'");
       auto caller = std::make_shared<const call_context>(call_context::derive());
       detail::in_context(caller, self_->name(), std::move(on_error))(err);
       return;
     }
-    call(self_, caf::actor_cast<Handle>(*target), timeout_, std::move(request_))
+    call(self_, *target, timeout_, std::move(request_))
         .receive(std::move(on_reply), std::move(on_error));
   }
 
@@ -271,7 +317,7 @@ private:
   template <class OnReply, class OnError>
   class waiter final : public detail::ref_waiter {
   public:
-    waiter(Self* self, detail::service_ref_state* st,
+    waiter(Self* self, detail::typed_ref_state<Handle>* st,
            std::shared_ptr<const call_context> caller, int64_t deadline_ns,
            Request request, OnReply on_reply, OnError on_error)
         : self_(self)
@@ -294,7 +340,7 @@ private:
         return fail(detail::resolve_timeout_error(st_->name()));
       // The call runs in the caller's context, as if made when it was.
       context_scope scope{*caller_, self_->name()};
-      call(self_, caf::actor_cast<Handle>(*target), left, std::move(request_))
+      call(self_, *target, left, std::move(request_))
           .then(std::move(on_reply_), std::move(on_error_));
     }
 
@@ -304,7 +350,7 @@ private:
     }
 
     Self* self_;
-    detail::service_ref_state* st_; // owns this waiter
+    detail::typed_ref_state<Handle>* st_; // owns this waiter
     std::shared_ptr<const call_context> caller_;
     int64_t deadline_ns_;
     Request request_;
@@ -323,7 +369,7 @@ namespace detail {
 template <class Handle, class OnFound, class OnError>
 class found_waiter final : public ref_waiter {
 public:
-  found_waiter(service_ref_state* st, OnFound on_found, OnError on_error)
+  found_waiter(typed_ref_state<Handle>* st, OnFound on_found, OnError on_error)
       : st_(st)
       , on_found_(std::move(on_found))
       , on_error_(std::move(on_error)) {}
@@ -335,7 +381,7 @@ public:
       return;
     }
     if (auto* target = st_->pick()) {
-      on_found_(caf::actor_cast<Handle>(*target));
+      on_found_(*target);
       return;
     }
     auto unavailable = make_error(errc::service_unavailable,
@@ -344,7 +390,7 @@ public:
   }
 
 private:
-  service_ref_state* st_; // owns this waiter
+  typed_ref_state<Handle>* st_; // owns this waiter
   OnFound on_found_;
   OnError on_error_;
 };
@@ -365,15 +411,16 @@ public:
   /// after the lookup; `on_error(caf::error&)` when there is none.
   template <class OnFound, class OnError>
   void then(OnFound on_found, OnError on_error) {
-    if (st_->refresh_due(self_->clock().now()) && st_->wait(nullptr))
+    auto& st = detail::typed<Handle>(*st_);
+    if (st.refresh_due(self_->clock().now()) && st.wait(nullptr))
       detail::start_resolution(self_, st_, timeout_);
-    if (auto* target = st_->pick()) {
-      on_found(caf::actor_cast<Handle>(*target));
+    if (auto* target = st.pick()) {
+      on_found(*target);
       return;
     }
     auto w = std::make_unique<detail::found_waiter<Handle, OnFound, OnError>>(
-        st_.get(), std::move(on_found), std::move(on_error));
-    if (st_->wait(std::move(w)))
+        &st, std::move(on_found), std::move(on_error));
+    if (st.wait(std::move(w)))
       detail::start_resolution(self_, st_, timeout_);
   }
 
