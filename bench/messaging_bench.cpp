@@ -3,7 +3,7 @@
 //
 //   messaging_bench            full run (~1-2 minutes on 2 cores)
 //   messaging_bench --quick    small sizes for CI smoke runs (< 20 s)
-//   messaging_bench --only local|remote|breakdown   run one group
+//   messaging_bench --only local|remote|breakdown|service_ref   run one group
 //   messaging_bench --reps N   repetitions per measurement (default 5, 3 quick)
 //   messaging_bench --threads N  CAF scheduler workers (default: usable CPUs)
 //
@@ -503,7 +503,7 @@ struct options {
   uint16_t port = 0;
   int reps = 0;       // repetitions per measurement; 0 = 5, or 3 with --quick
   size_t threads = 0; // scheduler workers; 0 = CPUs this process may use
-  std::string only;   // "", "local", "remote", "breakdown"
+  std::string only;   // "", "local", "remote", "breakdown", "service_ref"
 };
 
 options parse_options(int argc, char** argv) {
@@ -529,7 +529,7 @@ options parse_options(int argc, char** argv) {
       opts.only = value();
     else if (arg == "--help" || arg == "-h") {
       std::printf("usage: messaging_bench [--quick] [--reps N] [--threads N] "
-                  "[--only local|remote|breakdown]\n");
+                  "[--only local|remote|breakdown|service_ref]\n");
       std::exit(0);
     } else
       fail("unknown argument " + std::string{arg} + " (try --help)");
@@ -741,7 +741,7 @@ int run_benchmarks(const options& opts) {
                     n.local_pipelined, raw, ctx, &raw_received, &ctx_received, "raw+ctx");
     caf::anon_send_exit(ctx, caf::exit_reason::user_shutdown);
   }
-  if (wanted("local")) {
+  if (wanted("local") || opts.only == "service_ref") {
     // A call through a service_ref against a call on the plain handle, both
     // troupe: the registry (a stand-in answering find_services) lists `tro`.
     auto registry = sys.spawn([tro]() -> caf::behavior {
