@@ -3,7 +3,8 @@
 //
 //   messaging_bench            full run (~1-2 minutes on 2 cores)
 //   messaging_bench --quick    small sizes for CI smoke runs (< 20 s)
-//   messaging_bench --only local|remote|tls|breakdown   run one group
+//   messaging_bench --only local|remote|tls|scheduler|service_ref|breakdown
+//                              run one group
 //   messaging_bench --reps N   repetitions per measurement (default 5, 3 quick)
 //   messaging_bench --threads N  CAF scheduler workers (default: usable CPUs)
 //
@@ -17,6 +18,9 @@
 //                 troupe: `troupe::call(...).then`), latency of every round
 //                 trip sampled with steady_clock.
 //   rr pipelined  64 requests outstanding.
+//   service_ref   (local) a call through a troupe::service_ref against a
+//                 call on the plain handle of the same troupe service,
+//                 sequential and pipelined; the left column is the plain call.
 //   breakdown     (--only breakdown) raw CAF against raw CAF handlers that
 //                 receive troupe's message shape, call_context + payload, with
 //                 one prebuilt context: the cost of carrying the context alone.
@@ -66,6 +70,7 @@
 #include <troupe/runtime/message_catalog.hpp>
 #include <troupe/runtime/scheduler_tuning.hpp>
 #include <troupe/runtime/service.hpp>
+#include <troupe/runtime/service_ref.hpp>
 
 extern char** environ;
 
@@ -193,6 +198,13 @@ auto ask(caf::event_based_actor* self, const raw_server_actor& h,
 }
 
 auto ask(caf::event_based_actor* self, const troupe_server_actor& h,
+         std::chrono::nanoseconds timeout, echo_req req) {
+  return troupe::call(self, h, timeout, req);
+}
+
+// Through a service_ref whose registry lists one instance: the cost of the
+// ref (pick an instance, check its liveness) over a call on a plain handle.
+auto ask(caf::event_based_actor* self, const troupe::service_ref<troupe_server_actor>& h,
          std::chrono::nanoseconds timeout, echo_req req) {
   return troupe::call(self, h, timeout, req);
 }
@@ -499,10 +511,11 @@ struct options {
   bool quick = false;
   bool server = false;
   uint16_t port = 0;
-  int reps = 0;                  // repetitions per measurement; 0 = 5, or 3 with --quick
-  size_t threads = 0;            // scheduler workers; 0 = CPUs this process may use
-  std::string only;              // "", "local", "remote", "tls", "breakdown"
-  troupe::cluster_tls_files tls; // --server: the gate requires mutual TLS
+  int reps = 0;       // repetitions per measurement; 0 = 5, or 3 with --quick
+  size_t threads = 0; // scheduler workers; 0 = CPUs this process may use
+  std::string
+      only; // "", "local", "remote", "tls", "scheduler", "service_ref", "breakdown"
+  troupe::cluster_tls_files tls;    // --server: the gate requires mutual TLS
   std::string scheduler = "troupe"; // "troupe" (a node's defaults) or "caf"
   int idle_seconds = 0;             // scheduler group: idle CPU window; 0 = 60, 5 quick
 
@@ -546,10 +559,10 @@ options parse_options(int argc, char** argv) {
     else if (arg == "--tls-key")
       opts.tls.key_file = value();
     else if (arg == "--help" || arg == "-h") {
-      std::printf(
-          "usage: messaging_bench [--quick] [--reps N] [--threads N] "
-          "[--only local|remote|tls|scheduler|breakdown] [--scheduler caf|troupe] "
-          "[--idle-seconds N]\n");
+      std::printf("usage: messaging_bench [--quick] [--reps N] [--threads N] "
+                  "[--only local|remote|tls|scheduler|service_ref|breakdown] "
+                  "[--scheduler caf|troupe] "
+                  "[--idle-seconds N]\n");
       std::exit(0);
     } else
       fail("unknown argument " + std::string{arg} + " (try --help)");
@@ -866,6 +879,38 @@ int run_benchmarks(const options& opts) {
     measure_servers(sys, rows, "local", opts, n.local_one_way, n.local_sequential,
                     n.local_pipelined, raw, ctx, &raw_received, &ctx_received, "raw+ctx");
     caf::anon_send_exit(ctx, caf::exit_reason::user_shutdown);
+  }
+  if (wanted("local") || opts.only == "service_ref") {
+    // A call through a service_ref against a call on the plain handle, both
+    // troupe: the registry (a stand-in answering find_services) lists `tro`.
+    auto registry = sys.spawn([tro]() -> caf::behavior {
+      return {
+          [tro](troupe::find_services_atom, const std::string&,
+                const std::vector<std::string>&) {
+            return std::vector<caf::actor>{caf::actor_cast<caf::actor>(tro)};
+          },
+      };
+    });
+    troupe::service_ref<troupe_server_actor> ref{sys, "bench", registry};
+    auto plain_client = sys.spawn(client<troupe_server_actor>, tro);
+    auto ref_client = sys.spawn(client<troupe::service_ref<troupe_server_actor>>, ref);
+    std::fprintf(stderr, "local (service_ref vs plain troupe handle):\n");
+    auto add = [&](row r) {
+      r.right_label = "service_ref vs plain";
+      rows.push_back(std::move(r));
+    };
+    add(measure_pair("local service_ref call", "rt/s", opts.reps,
+                     [&](bool t, int64_t div) {
+                       return run_round_trips(sys, t ? ref_client : plain_client,
+                                              n.local_sequential / div, 1);
+                     }));
+    add(measure_pair("local service_ref call x" + std::to_string(pipeline_depth), "rt/s",
+                     opts.reps, [&](bool t, int64_t div) {
+                       return run_round_trips(sys, t ? ref_client : plain_client,
+                                              n.local_pipelined / div, pipeline_depth);
+                     }));
+    for (auto& a : {plain_client, ref_client, registry})
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
   caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(tro, caf::exit_reason::user_shutdown);

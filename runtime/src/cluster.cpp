@@ -693,6 +693,36 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
                                                           " speaks another interface");
         return found->handle;
       },
+      [=](find_services_atom, const std::string& name,
+          const std::vector<std::string>& interface)
+          -> caf::result<std::vector<caf::actor>> {
+        if (!from_this_node(self))
+          return refuse(self, "lookup of " + name, "the registry API is node-local");
+        auto& st = self->state;
+        std::vector<caf::actor> result;
+        const service_entry* mismatch = nullptr;
+        auto consider = [&](const service_entry& e) {
+          if (e.name != name || !e.handle)
+            return;
+          if (!interface.empty() && interface != e.interface)
+            mismatch = &e;
+          else
+            result.push_back(e.handle);
+        };
+        for (auto& e : st.local_entries)
+          consider(e);
+        for (auto& [member, m] : st.members)
+          for (auto& e : m.info.services)
+            consider(e);
+        if (!result.empty())
+          return result;
+        if (mismatch != nullptr)
+          return make_error(errc::interface_mismatch, "service '" + name + "' on node " +
+                                                          mismatch->node +
+                                                          " speaks another interface");
+        return make_error(errc::service_unavailable,
+                          "no live node provides service '" + name + "'");
+      },
       [=](members_atom) -> caf::result<std::vector<member_info>> {
         if (!from_this_node(self))
           return refuse(self, "members", "the registry API is node-local");

@@ -108,6 +108,11 @@ metrics::metrics()
            .Help("Time spent handling one message, per actor type (1 in 16 messages "
                  "is timed; troupe_messages_handled_total counts all).")
            .Register(*registry_);
+  expired_ = &prometheus::BuildCounter()
+                  .Name("troupe_expired_messages_total")
+                  .Help("Requests answered with a timeout on arrival, without running "
+                        "the handler, because their deadline had passed; per actor type.")
+                  .Register(*registry_);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_supervisor_restarts_total")
                    .Help("Children restarted by supervisors.")
@@ -127,7 +132,8 @@ metrics::actor_type_metrics metrics::for_actor_type(const std::string& type) {
   static const prometheus::Histogram::BucketBoundaries buckets{
       1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0};
   return {&handled_->Add({{"actor_type", type}}),
-          &handling_seconds_->Add({{"actor_type", type}}, buckets)};
+          &handling_seconds_->Add({{"actor_type", type}}, buckets),
+          &expired_->Add({{"actor_type", type}})};
 }
 
 prometheus::Counter& metrics::supervisor_restarts(const std::string& supervisor,

@@ -3,8 +3,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include <troupe/runtime/cluster.hpp>
 #include <troupe/runtime/errors.hpp>
+#include <troupe/runtime/service_ref.hpp>
 
 namespace greeter {
 
@@ -45,6 +45,7 @@ struct greeter_state {
 
 struct caller_state {
   static inline const char* name = "caller";
+  troupe::service_ref<greeter_actor> greeter;
   int64_t sent = 0;
   int64_t ok = 0;
   int64_t failed = 0;
@@ -52,8 +53,8 @@ struct caller_state {
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
-void call_once(caf::stateful_actor<caller_state>* self, std::string target,
-               std::chrono::nanoseconds timeout, int64_t count) {
+void call_once(caf::stateful_actor<caller_state>* self, std::chrono::nanoseconds timeout,
+               int64_t count) {
   auto n = ++self->state.sent;
   auto started = std::chrono::steady_clock::now();
   auto finish = [=](bool ok) {
@@ -64,24 +65,15 @@ void call_once(caf::stateful_actor<caller_state>* self, std::string target,
       self->quit();
     }
   };
-  troupe::find_service<greeter_actor>(self, target)
+  troupe::call(self, self->state.greeter, timeout, greet{"caller #" + std::to_string(n)})
       .then(
-          [=](const caf::actor& found) {
-            auto svc = caf::actor_cast<greeter_actor>(found);
-            troupe::call(self, svc, timeout, greet{"caller #" + std::to_string(n)})
-                .then(
-                    [=](const greeting& reply) {
-                      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                    std::chrono::steady_clock::now() - started)
-                                    .count();
-                      spdlog::info("call {} answered by node {} in {}us: \"{}\"", n,
-                                   reply.greeted_by, us, reply.text);
-                      finish(true);
-                    },
-                    [=](caf::error& err) {
-                      spdlog::warn("call {} failed: {}", n, troupe::describe(err));
-                      finish(false);
-                    });
+          [=](const greeting& reply) {
+            auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - started)
+                          .count();
+            spdlog::info("call {} answered by node {} in {}us: \"{}\"", n,
+                         reply.greeted_by, us, reply.text);
+            finish(true);
           },
           [=](caf::error& err) {
             spdlog::warn("call {} failed: {}", n, troupe::describe(err));
@@ -110,11 +102,12 @@ caf::actor spawn_caller(caf::actor_system& sys, const troupe::config& cfg) {
   auto timeout = cfg.get_duration("caller.timeout");
   auto count = cfg.get_int("caller.count");
   return sys.spawn([=](caf::stateful_actor<caller_state>* self) -> caf::behavior {
+    self->state.greeter = troupe::service_ref<greeter_actor>(self, target);
     // The first call waits one interval: the node joins the cluster meanwhile.
     self->delayed_send(self, interval, tick_atom::value);
     return {
         [=](tick_atom) {
-          call_once(self, target, timeout, count);
+          call_once(self, timeout, count);
           if (count == 0 || self->state.sent < count)
             self->delayed_send(self, interval, tick_atom::value);
         },

@@ -759,7 +759,7 @@ TEST_CASE_METHOD(
 
 namespace {
 
-/// A stand-in for the cluster actor: answers find_service with whatever
+/// A stand-in for the cluster actor: answers find_service(s) with whatever
 /// `current` holds (invalid = no provider).
 caf::behavior fake_registry(caf::event_based_actor*, std::shared_ptr<caf::actor> current,
                             std::shared_ptr<int> lookups) {
@@ -770,6 +770,14 @@ caf::behavior fake_registry(caf::event_based_actor*, std::shared_ptr<caf::actor>
         if (!*current)
           return troupe::make_error(errc::service_unavailable, "no live node");
         return *current;
+      },
+      // What a guard by name asks since it resolves through a service_ref.
+      [=](troupe::find_services_atom, const std::string&,
+          const std::vector<std::string>&) -> caf::result<std::vector<caf::actor>> {
+        ++*lookups;
+        if (!*current)
+          return troupe::make_error(errc::service_unavailable, "no live node");
+        return std::vector<caf::actor>{*current};
       },
   };
 }

@@ -9,8 +9,14 @@
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/logging.hpp>
 #include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/readiness.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -54,16 +60,12 @@ struct relay_state {
 };
 
 // Forwards to `next` from inside a handler: the outgoing call must inherit
-// the incoming context.
+// the incoming context, and its reply is the handler's own.
 echo_actor::behavior_type relay(echo_actor::stateful_pointer<relay_state> self,
                                 echo_actor next) {
   self->state.next = next;
-  return troupe::serve(self, [=](const echo_context& msg) -> caf::result<seen_context> {
-    auto rp = self->make_response_promise<seen_context>();
-    troupe::call(self, self->state.next, 5s, msg)
-        .then([rp](seen_context& seen) mutable { rp.deliver(std::move(seen)); },
-              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-    return rp;
+  return troupe::serve(self, [=](const echo_context& msg) {
+    return troupe::call(self, self->state.next, 5s, msg);
   });
 }
 
@@ -199,4 +201,202 @@ TEST_CASE("a reply handler runs with the call's correlation id and the caller's 
   CHECK(seen.deadline_ns != 0);
   CHECK(deadline_in_handler == 0);
   self->send_exit(svc, caf::exit_reason::user_shutdown);
+}
+
+namespace {
+
+struct release_holder {};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, release_holder&) {
+  return f(caf::meta::type_name("release_holder"));
+}
+
+using holder_actor = troupe::service<troupe::handles<echo_context, seen_context>,
+                                     troupe::on<release_holder>>;
+
+struct holder_state {
+  static inline const char* name = "holder";
+  std::vector<caf::typed_response_promise<seen_context>> held;
+  bool released = false;
+};
+
+// Answers requests only once released.
+holder_actor::behavior_type holder(holder_actor::stateful_pointer<holder_state> self) {
+  return troupe::serve(
+      self,
+      [=](const echo_context& msg) -> caf::result<seen_context> {
+        if (self->state.released)
+          return seen_context{msg.payload, 0};
+        auto rp = self->make_response_promise<seen_context>();
+        self->state.held.push_back(rp);
+        return rp;
+      },
+      [=](const release_holder&) {
+        self->state.released = true;
+        for (auto& rp : self->state.held)
+          rp.deliver(seen_context{"released", 0});
+        self->state.held.clear();
+      });
+}
+
+struct counting_state {
+  static inline const char* name = "counting";
+  std::shared_ptr<std::atomic<int>> handled;
+};
+
+using counting_actor = troupe::service<troupe::handles<echo_context, seen_context>,
+                                       troupe::on<release_holder>>;
+
+counting_actor::behavior_type
+counting(counting_actor::stateful_pointer<counting_state> self,
+         std::shared_ptr<std::atomic<int>> handled) {
+  self->state.handled = handled;
+  return troupe::serve(
+      self,
+      [=](const echo_context& msg) {
+        ++*self->state.handled;
+        return seen_context{msg.payload, 0};
+      },
+      [=](const release_holder&) { ++*self->state.handled; });
+}
+
+} // namespace
+
+TEST_CASE("a request whose deadline has passed is answered timeout without running the "
+          "handler") {
+  system_fixture f;
+  auto handled = std::make_shared<std::atomic<int>>(0);
+  auto svc = f.sys.spawn(counting, handled);
+  auto m = troupe::metrics::instance().for_actor_type("counting");
+  auto expired_before = m.expired->Value();
+  caf::scoped_actor self{f.sys};
+  troupe::call_context ctx;
+  ctx.correlation_id = "late-1";
+  ctx.deadline_ns = troupe::detail::wall_now_ns() - 1;
+  caf::error failure;
+  self->request(svc, 2s, ctx, echo_context{"x"})
+      .receive([](seen_context&) { FAIL("the handler ran"); },
+               [&](caf::error& err) { failure = err; });
+  CHECK(troupe::classify(failure) == troupe::errc::timeout);
+  CHECK(*handled == 0);
+  CHECK(m.expired->Value() == expired_before + 1);
+  CHECK(troupe::metrics::instance().serialize().find(
+            "troupe_expired_messages_total{actor_type=\"counting\"}") !=
+        std::string::npos);
+  self->send_exit(svc, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a node without quorum refuses requests with service_unavailable and still "
+          "handles events") {
+  system_fixture f;
+  auto handled = std::make_shared<std::atomic<int>>(0);
+  auto svc = f.sys.spawn(counting, handled);
+  caf::scoped_actor self{f.sys};
+  troupe::set_node_quorum(false);
+  caf::error failure;
+  troupe::call(self.ptr(), svc, 2s, echo_context{"x"})
+      .receive([](seen_context&) { FAIL("the handler ran"); },
+               [&](caf::error& err) { failure = err; });
+  troupe::tell(self.ptr(), svc, release_holder{});
+  // The request after the event is answered once the event was handled.
+  troupe::set_node_quorum(true);
+  bool answered = false;
+  troupe::call(self.ptr(), svc, 2s, echo_context{"y"})
+      .receive([&](seen_context&) { answered = true; },
+               [](caf::error& err) { FAIL(troupe::describe(err)); });
+  CHECK(troupe::classify(failure) == troupe::errc::service_unavailable);
+  CHECK(troupe::is_retryable(failure));
+  CHECK(answered);
+  CHECK(*handled == 2); // the event and the request after quorum returned
+  self->send_exit(svc, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("the drain barrier waits for a reply a handler delegated") {
+  system_fixture f;
+  auto held = f.sys.spawn(holder);
+  auto first = f.sys.spawn(relay, caf::actor_cast<echo_actor>(held));
+  caf::scoped_actor caller{f.sys};
+  caf::scoped_actor drainer{f.sys};
+  auto pending = troupe::call(caller.ptr(), first, 5s, echo_context{"x"});
+  caf::error early;
+  drainer->request(first, 300ms, troupe::drain_atom::value)
+      .receive([](troupe::drained_atom) { FAIL("drained with a reply outstanding"); },
+               [&](caf::error& err) { early = err; });
+  CHECK(early == caf::sec::request_timeout);
+  caller->send(held, troupe::call_context{}, release_holder{});
+  seen_context seen;
+  pending.receive([&](seen_context& s) { seen = s; },
+                  [](caf::error& err) { FAIL(troupe::describe(err)); });
+  CHECK(seen.correlation_id == "released");
+  bool drained = false;
+  drainer->request(first, 2s, troupe::drain_atom::value)
+      .receive([&](troupe::drained_atom) { drained = true; }, [](caf::error&) {});
+  CHECK(drained);
+  caller->send_exit(first, caf::exit_reason::user_shutdown);
+  caller->send_exit(held, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a handler that returns a call answers with that call's error") {
+  system_fixture f;
+  auto last = f.sys.spawn(echo);
+  auto first = f.sys.spawn(relay, last);
+  caf::scoped_actor self{f.sys};
+  self->send_exit(last, caf::exit_reason::user_shutdown);
+  self->wait_for(last);
+  caf::error failure;
+  troupe::call(self.ptr(), first, 2s, echo_context{"x"})
+      .receive([](seen_context&) { FAIL("answered by a dead service"); },
+               [&](caf::error& err) { failure = err; });
+  CHECK(troupe::classify(failure) == troupe::errc::service_unavailable);
+  self->send_exit(first, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a deadline crosses nodes as the time left and is anchored on receipt") {
+  troupe::call_context ctx;
+  ctx.correlation_id = "wire-1";
+  ctx.deadline_ns = troupe::detail::wall_now_ns() + 3'000'000'000;
+  auto left = troupe::detail::deadline_to_wire(ctx.deadline_ns);
+  CHECK(left > 2'000'000'000);
+  CHECK(left <= 3'000'000'000);
+  // The receiver anchors what is left on its own clock, not the sender's instant.
+  auto anchored = troupe::detail::deadline_from_wire(left);
+  CHECK(anchored - troupe::detail::wall_now_ns() > 2'000'000'000);
+  CHECK(troupe::detail::deadline_to_wire(0) == 0);
+  CHECK(troupe::detail::deadline_from_wire(0) == 0);
+  CHECK(troupe::detail::deadline_to_wire(troupe::detail::wall_now_ns() - 5) == -1);
+  auto passed = troupe::detail::deadline_from_wire(-1);
+  CHECK(passed < troupe::detail::wall_now_ns());
+  // Through CAF's binary serialization, as BASP sends it.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  std::vector<char> buf;
+  caf::binary_serializer sink{sys, buf};
+  CHECK(!sink(ctx));
+  troupe::call_context back;
+  caf::binary_deserializer source{sys, buf};
+  CHECK(!source(back));
+  CHECK(back.correlation_id == "wire-1");
+  CHECK(back.deadline_ns - troupe::detail::wall_now_ns() > 2'000'000'000);
+  CHECK(back.deadline_ns <= ctx.deadline_ns + 1'000'000'000);
+}
+
+TEST_CASE("correlation ids are 15 characters and distinct across threads") {
+  std::vector<std::string> ids;
+  std::mutex mtx;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      std::vector<std::string> mine;
+      for (int i = 0; i < 1000; ++i)
+        mine.push_back(troupe::new_correlation_id());
+      std::lock_guard<std::mutex> lock{mtx};
+      ids.insert(ids.end(), mine.begin(), mine.end());
+    });
+  for (auto& t : threads)
+    t.join();
+  for (auto& id : ids)
+    CHECK(id.size() == 15);
+  std::sort(ids.begin(), ids.end());
+  CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
 }

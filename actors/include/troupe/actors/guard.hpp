@@ -39,6 +39,7 @@
 #include <troupe/actors/resilience_policy.hpp>
 #include <troupe/runtime/cluster.hpp>
 #include <troupe/runtime/service.hpp>
+#include <troupe/runtime/service_ref.hpp>
 
 namespace troupe::resilience {
 
@@ -135,13 +136,18 @@ public:
                           guard_timer_atom::value, id, attempt);
   }
 
+  // Through a service_ref: it caches the live instances, drops those that go
+  // down and rotates over the rest, so a re-resolution after a timeout moves
+  // the guard to another instance without a registry round trip.
   void resolve(const std::string& name, ns timeout) override {
     auto self = self_;
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
-    find_service<Handle>(self, name, std::max(ms, std::chrono::milliseconds{1}))
+    if (!ref_ || ref_.name() != name)
+      ref_ = service_ref<Handle>{self->system(), name};
+    troupe::resolve(self, ref_, std::max(timeout, ns{std::chrono::milliseconds{1}}))
         .then(
-            [self](const caf::actor& h) {
-              self->state.engine->resolved(h, self->clock().now());
+            [self](const Handle& h) {
+              self->state.engine->resolved(caf::actor_cast<caf::actor>(h),
+                                           self->clock().now());
             },
             [self](caf::error& err) {
               // troupe::classify is the one table of what CAF's codes mean
@@ -162,6 +168,7 @@ public:
 
 private:
   Self* self_;
+  service_ref<Handle> ref_;
 };
 
 /// The message id of attempt `attempt` of call `id` as the guard sends it:
@@ -471,10 +478,11 @@ Handle guard(caf::actor_system& sys, const Handle& target, resilience_policy pol
                    std::string{}, std::move(policy), std::move(fb));
 }
 
-/// Guards the service registered under `name` in the cluster registry: it is
-/// looked up on the first call, looked up again when it went down or answered
-/// `service_unavailable`, and refreshed in the background after timeouts (a
-/// dead remote node shows only as timeouts), so callers keep one handle while
+/// Guards the service registered under `name` in the cluster registry: a
+/// service_ref behind a guard. The target is resolved through the ref on the
+/// first call, again when it went down or answered `service_unavailable`, and
+/// after timeouts (a dead remote node shows only as timeouts), which moves
+/// the guard to the ref's next live instance; callers keep one handle while
 /// the service moves between nodes or restarts.
 template <class Handle>
 Handle guard_service(caf::actor_system& sys, std::string name, resilience_policy policy,

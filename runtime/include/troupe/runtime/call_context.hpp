@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
 
 namespace troupe {
@@ -13,7 +15,10 @@ namespace troupe {
 /// deadline, and the idempotency key of the operation.
 struct call_context {
   std::string correlation_id;
-  /// Absolute deadline in nanoseconds since the Unix epoch; 0 means none.
+  /// Deadline on this node's clock, in nanoseconds since the Unix epoch; 0
+  /// means none. It crosses nodes as the time left, not as an instant, and
+  /// the receiver anchors it on its own clock when the message arrives, so
+  /// clock skew between nodes does not move it (transit time does).
   int64_t deadline_ns = 0;
   /// Identifies one logical operation (e.g. "saga-42/charge") so that a
   /// request re-sent by a retry or after a crash is applied once.
@@ -40,6 +45,16 @@ struct call_context {
 /// A new random correlation id (short enough for std::string's SSO).
 std::string new_correlation_id();
 
+namespace detail {
+
+/// The deadline as it travels: nanoseconds left (at least 1), -1 when it
+/// has passed, 0 for none.
+int64_t deadline_to_wire(int64_t deadline_ns) noexcept;
+/// The local deadline of a received time left.
+int64_t deadline_from_wire(int64_t left_ns) noexcept;
+
+} // namespace detail
+
 /// Makes `ctx` (and the actor name) the current context for the thread while
 /// in scope, so logs and outgoing calls carry them.
 class context_scope {
@@ -59,8 +74,19 @@ private:
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, call_context& x) {
-  return f(caf::meta::type_name("call_context"), x.correlation_id, x.deadline_ns,
-           x.idempotency_key);
+  if constexpr (Inspector::writes_state) {
+    int64_t left = 0;
+    auto anchor = caf::meta::load_callback([&]() -> caf::error {
+      x.deadline_ns = detail::deadline_from_wire(left);
+      return caf::none;
+    });
+    return f(caf::meta::type_name("call_context"), x.correlation_id, left, anchor,
+             x.idempotency_key);
+  } else {
+    int64_t left = detail::deadline_to_wire(x.deadline_ns);
+    return f(caf::meta::type_name("call_context"), x.correlation_id, left,
+             x.idempotency_key);
+  }
 }
 
 } // namespace troupe

@@ -61,6 +61,7 @@ using service_up_atom = caf::atom_constant<caf::atom("svcup")>;
 using service_down_atom = caf::atom_constant<caf::atom("svcdown")>;
 using register_service_atom = caf::atom_constant<caf::atom("register")>;
 using find_service_atom = caf::atom_constant<caf::atom("findsvc")>;
+using find_services_atom = caf::atom_constant<caf::atom("findsvcs")>;
 using members_atom = caf::atom_constant<caf::atom("members")>;
 using leave_cluster_atom = caf::atom_constant<caf::atom("leaveclstr")>;
 using cluster_tick_atom = caf::atom_constant<caf::atom("ctick")>;
@@ -86,6 +87,9 @@ using cluster_actor = cluster_peer_actor::extend<
                    std::vector<std::string>>,
     caf::replies_to<find_service_atom, std::string,
                     std::vector<std::string>>::with<caf::actor>,
+    // Every live instance of a service (this node's first), for service_ref.
+    caf::replies_to<find_services_atom, std::string,
+                    std::vector<std::string>>::with<std::vector<caf::actor>>,
     caf::replies_to<members_atom>::with<std::vector<member_info>>,
     caf::replies_to<leave_cluster_atom>::with<caf::ok_atom>,
     caf::reacts_to<cluster_tick_atom>,

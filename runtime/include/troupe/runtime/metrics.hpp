@@ -22,10 +22,12 @@ public:
   prometheus::Registry& registry() noexcept { return *registry_; }
   std::shared_ptr<prometheus::Registry> shared_registry() const { return registry_; }
 
-  /// Per actor type: messages handled and handling time.
+  /// Per actor type: messages handled, handling time, and requests answered
+  /// `timeout` on arrival because their deadline had passed.
   struct actor_type_metrics {
     prometheus::Counter* handled;
     prometheus::Histogram* handling_seconds;
+    prometheus::Counter* expired;
   };
   /// Stable pointers for one actor type; cache them, don't look up per message.
   actor_type_metrics for_actor_type(const std::string& type);
@@ -44,6 +46,7 @@ private:
   std::shared_ptr<prometheus::Collectable> process_;
   prometheus::Family<prometheus::Counter>* handled_;
   prometheus::Family<prometheus::Histogram>* handling_seconds_;
+  prometheus::Family<prometheus::Counter>* expired_;
   prometheus::Family<prometheus::Counter>* restarts_;
   prometheus::Family<prometheus::Gauge>* members_;
   prometheus::Family<prometheus::Gauge>* services_;

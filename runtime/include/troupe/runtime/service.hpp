@@ -8,14 +8,23 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <caf/atom.hpp>
+#include <caf/delegated.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <caf/make_message.hpp>
 #include <caf/replies_to.hpp>
+#include <caf/response_handle.hpp>
+#include <caf/result.hpp>
 #include <caf/typed_actor.hpp>
 #include <caf/typed_behavior.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/metrics.hpp>
+#include <troupe/runtime/readiness.hpp>
 
 namespace troupe {
 
@@ -81,22 +90,136 @@ struct handling_probe {
   std::chrono::steady_clock::time_point start;
 };
 
+// The reply a handler result stands for, as the `caf::result` the wrapped
+// handler returns: a plain value `T`, `caf::result<T...>`, a response
+// promise, `caf::expected<T>`, or a pending call whose reply it delegates.
+template <class R, class = void>
+struct handler_reply {
+  using type = caf::result<R>;
+  static constexpr bool delegates = false;
+};
+
+template <>
+struct handler_reply<void> {
+  using type = void;
+  static constexpr bool delegates = false;
+};
+
+template <class... Ts>
+struct handler_reply<caf::result<Ts...>> {
+  using type = caf::result<Ts...>;
+  static constexpr bool delegates = false;
+};
+
+template <class... Ts>
+struct handler_reply<caf::typed_response_promise<Ts...>> {
+  using type = caf::result<Ts...>;
+  static constexpr bool delegates = false;
+};
+
+template <class... Ts>
+struct handler_reply<caf::delegated<Ts...>> {
+  using type = caf::result<Ts...>;
+  static constexpr bool delegates = false;
+};
+
+template <class T>
+struct handler_reply<caf::expected<T>> {
+  using type = caf::result<T>;
+  static constexpr bool delegates = false;
+};
+
+// A pending call (troupe::call's result) names its reply type: returning it
+// from a handler answers the request with that call's reply or error.
+template <class R>
+struct handler_reply<R, std::void_t<typename R::reply_type>> {
+  using type = caf::result<typename R::reply_type>;
+  static constexpr bool delegates = true;
+};
+
+/// What one service's handlers share: the replies its handlers delegated
+/// and has not delivered yet, and the drain barriers waiting for them.
+struct serve_state {
+  uint64_t promised = 0;
+  std::vector<caf::typed_response_promise<drained_atom>> drains;
+
+  void delivered() {
+    if (--promised == 0) {
+      for (auto& rp : drains)
+        rp.deliver(drained_atom::value);
+      drains.clear();
+    }
+  }
+};
+
+/// Whether requests are checked against their deadline on arrival: not
+/// under CAF's test coordinator, whose wall time is virtual.
+bool checks_deadlines(caf::actor_system& sys);
+/// Wall time in Unix nanoseconds (call_context deadlines on this node).
+int64_t wall_now_ns() noexcept;
+caf::error expired_error(const std::string& actor);
+caf::error no_quorum_error(const std::string& actor);
+
 // Turns a domain handler `R(const Request&)` or `R(const call_context&,
 // const Request&)` into the `R(const call_context&, const Request&)` the
 // interface declares, setting the log context and counting the message.
+// A request whose deadline already passed, or that reaches a node without
+// quorum, is answered with an error without running the handler; one-way
+// events are always handled. With `self`, a handler may return a pending
+// call, whose reply becomes its own.
+template <class Self, class F>
+auto wrap_handler(Self* self, std::shared_ptr<serve_state> state, bool check_deadlines,
+                  std::string actor, metrics::actor_type_metrics m, F f) {
+  using traits = handler_traits<F>;
+  using raw_result = typename traits::result;
+  using reply = handler_reply<std::decay_t<raw_result>>;
+  using result = typename reply::type;
+  using request = std::tuple_element_t<traits::arity - 1, typename traits::args>;
+  return [self, state = std::move(state), check_deadlines, actor = std::move(actor), m,
+          f = std::move(f), seen = uint32_t{0}](const call_context& ctx,
+                                                const request& req) mutable -> result {
+    if constexpr (!std::is_void_v<result>) {
+      if (!node_has_quorum())
+        return no_quorum_error(actor);
+      if (check_deadlines && ctx.deadline_ns != 0 && ctx.deadline_ns <= wall_now_ns()) {
+        m.expired->Increment();
+        return expired_error(actor);
+      }
+    }
+    handling_probe probe{ctx, actor, m, seen};
+    auto run = [&]() -> decltype(auto) {
+      if constexpr (traits::arity == 2)
+        return f(ctx, req);
+      else
+        return f(req);
+    };
+    if constexpr (reply::delegates) {
+      static_assert(!std::is_same_v<Self, void>, "delegation needs troupe::serve");
+      using value = typename std::decay_t<raw_result>::reply_type;
+      auto rp = self->template make_response_promise<value>();
+      ++state->promised;
+      run().then(
+          [rp, state](value& x) mutable {
+            rp.deliver(std::move(x));
+            state->delivered();
+          },
+          [rp, state](caf::error& err) mutable {
+            rp.deliver(std::move(err));
+            state->delivered();
+          });
+      return rp;
+    } else {
+      return run();
+    }
+  };
+}
+
+// Without the actor (handlers wrapped outside `serve`): no delegation, and
+// no deadline check (the caller may run on a virtual clock).
 template <class F>
 auto wrap_handler(std::string actor, metrics::actor_type_metrics m, F f) {
-  using traits = handler_traits<F>;
-  using result = typename traits::result;
-  using request = std::tuple_element_t<traits::arity - 1, typename traits::args>;
-  return [actor = std::move(actor), m, f = std::move(f), seen = uint32_t{0}](
-             const call_context& ctx, const request& req) mutable -> result {
-    handling_probe probe{ctx, actor, m, seen};
-    if constexpr (traits::arity == 2)
-      return f(ctx, req);
-    else
-      return f(req);
-  };
+  return wrap_handler(static_cast<void*>(nullptr), nullptr, false, std::move(actor),
+                      std::move(m), std::move(f));
 }
 
 // Wraps a reply or error handler so it runs with the call's context current:
@@ -117,13 +240,23 @@ auto in_context(std::shared_ptr<const call_context> ctx, const char* actor, F f)
   return in_context(std::move(ctx), actor, std::move(f), static_cast<exact*>(nullptr));
 }
 
+// The reply type of a response handle that expects exactly one value.
+template <class ResponseHandle>
+struct single_reply {};
+
+template <class Self, class T, bool IsBlocking>
+struct single_reply<caf::response_handle<Self, caf::detail::type_list<T>, IsBlocking>> {
+  using reply_type = T;
+};
+
 } // namespace detail
 
 /// The pending reply of a `troupe::call`. Its handlers run with the call's
 /// context current, and the error handler is not optional: in CAF 0.17 an
-/// unhandled error reply kills the requesting actor.
+/// unhandled error reply kills the requesting actor. A handler in `serve`
+/// may return it: the call's reply (or error) becomes the handler's.
 template <class ResponseHandle>
-class pending_reply {
+class pending_reply : public detail::single_reply<ResponseHandle> {
 public:
   pending_reply(ResponseHandle handle, std::shared_ptr<const call_context> ctx,
                 const char* actor)
@@ -170,9 +303,19 @@ template <class Self, class... Handlers>
 auto serve(Self* self, Handlers... handlers) {
   std::string actor = self->name();
   auto m = metrics::instance().for_actor_type(actor);
+  auto state = std::make_shared<detail::serve_state>();
+  bool check = detail::checks_deadlines(self->system());
   return typename Self::behavior_type{
-      [](drain_atom) { return drained_atom::value; },
-      detail::wrap_handler(actor, m, std::move(handlers))...};
+      // Answers once every reply a handler delegated has been delivered; the
+      // drain request's own timeout bounds the wait.
+      [self, state](drain_atom) -> caf::result<drained_atom> {
+        if (state->promised == 0)
+          return drained_atom::value;
+        auto rp = self->template make_response_promise<drained_atom>();
+        state->drains.push_back(rp);
+        return rp;
+      },
+      detail::wrap_handler(self, state, check, actor, m, std::move(handlers))...};
 }
 
 /// Sends `request` to a service and returns CAF's response handle, so the
