@@ -99,6 +99,9 @@ struct instance_state {
   std::vector<saga_log::event> pending;
   std::set<step_key> in_flight;
   std::set<step_key> waiting_retry;
+  /// Forward steps whose request may have been applied: sent by this
+  /// incarnation, or unanswered in the log it resumed from.
+  std::set<size_t> maybe_applied;
   std::map<step_key, resilience::backoff> backoffs;
   std::map<step_key, std::chrono::steady_clock::time_point> sent_at;
   int64_t last_progress_ns = 0;
@@ -272,6 +275,23 @@ void flush(self_ptr self) {
           });
 }
 
+// An answer that says the service did not apply the request (it refused it,
+// or could not read it). Any other failure (a timeout above all) leaves the
+// outcome open; with idempotent services a refusal after an earlier timed-out
+// attempt still means no attempt was applied: an applied key answers its
+// first reply.
+bool proves_not_applied(errc code) {
+  switch (code) {
+  case errc::rejected:
+  case errc::bad_input:
+  case errc::not_found:
+  case errc::interface_mismatch:
+    return true;
+  default:
+    return false;
+  }
+}
+
 void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt,
                     caf::actor target, std::string reply, caf::error err) {
   auto& st = self->state;
@@ -336,11 +356,19 @@ void on_step_answer(self_ptr self, size_t i, bool compensation, uint32_t attempt
   } else {
     if (m)
       (compensation ? m->compensation_failed : m->failed)->Increment();
+    // A step that may have been applied is compensated like a succeeded one.
+    bool unknown =
+        !compensation && st.maybe_applied.count(i) > 0 && !proves_not_applied(code);
     auto ev = make_event(compensation ? saga_log::event_kind::compensation_gave_up
+                         : unknown    ? saga_log::event_kind::step_outcome_unknown
                                       : saga_log::event_kind::step_failed,
                          name, attempt);
     ev.data = text;
     push(self, std::move(ev));
+    if (unknown)
+      spdlog::info("saga {}: step {} may have been applied ({}); it is compensated by "
+                   "its key",
+                   st.s.id, name, text);
   }
   flush(self);
 }
@@ -406,6 +434,8 @@ void send_call(self_ptr self, size_t i, bool compensation) {
               on_step_answer(self, i, compensation, attempt, {}, {}, std::move(err));
               return;
             }
+            if (!compensation)
+              self->state.maybe_applied.insert(i);
             call.send(self, target, std::move(ctx), caf::duration{timeout},
                       std::move(request),
                       [self, i, compensation, attempt, target](std::string reply,
@@ -463,11 +493,37 @@ void advance(self_ptr self) {
   for (size_t i = 0; i < n; ++i)
     if (st.in_flight.count({i, false}) > 0)
       return;
+  // A step left unanswered (its last attempt timed out, or the log this
+  // instance resumed from ends with it sent) may have been applied: record
+  // that, durably, before any compensation goes out.
+  bool marked = false;
+  for (size_t i = 0; i < n; ++i) {
+    auto& rec = st.s.steps[i];
+    if ((rec.status == step_status::pending || rec.status == step_status::running) &&
+        st.maybe_applied.count(i) > 0) {
+      auto ev =
+          make_event(saga_log::event_kind::step_outcome_unknown, rec.name, rec.attempts);
+      ev.data =
+          rec.error.empty() ? "no answer before the saga began compensating" : rec.error;
+      spdlog::info("saga {}: step {} was unanswered when the saga began compensating; "
+                   "it is compensated by its key",
+                   st.s.id, rec.name);
+      push(self, std::move(ev));
+      marked = true;
+    }
+  }
+  if (marked) {
+    flush(self);
+    return;
+  }
   for (size_t i = n; i-- > 0;) {
     auto group = st.group_of[i];
     bool work = false;
     for (size_t j = 0; j < n; ++j) {
-      if (st.group_of[j] != group || st.s.steps[j].status != step_status::succeeded)
+      if (st.group_of[j] != group)
+        continue;
+      auto& rec = st.s.steps[j];
+      if (rec.status != step_status::succeeded && !outcome_unknown(rec))
         continue;
       if (!st.steps[j]->compensation)
         continue;
@@ -498,6 +554,31 @@ void arm_deadline(self_ptr self) {
                      deadline_atom::value);
 }
 
+// A resumed instance: the steps of the group the log ends in that have no
+// answer recorded may have been sent before the node went down. Once a
+// compensation is recorded, every such step was already marked.
+void note_unanswered_steps(self_ptr self) {
+  auto& st = self->state;
+  if (st.s.status != saga_status::running && st.s.status != saga_status::compensating)
+    return;
+  for (auto& rec : st.s.steps)
+    if (rec.compensation_attempts > 0 || rec.status == step_status::compensated ||
+        rec.status == step_status::compensation_failed)
+      return;
+  size_t group = SIZE_MAX;
+  for (size_t i = 0; i < st.steps.size(); ++i)
+    if (st.s.steps[i].status != step_status::succeeded) {
+      group = st.group_of[i];
+      break;
+    }
+  for (size_t i = 0; i < st.steps.size(); ++i) {
+    auto status = st.s.steps[i].status;
+    if (st.group_of[i] == group &&
+        (status == step_status::pending || status == step_status::running))
+      st.maybe_applied.insert(i);
+  }
+}
+
 caf::behavior instance(self_ptr self, std::shared_ptr<const instance_context> ctx,
                        std::shared_ptr<const saga_definition> def, saga_snapshot state,
                        uint64_t first_seq, uint64_t next_seq, bool fresh) {
@@ -514,6 +595,8 @@ caf::behavior instance(self_ptr self, std::shared_ptr<const instance_context> ct
   st.first_seq = first_seq;
   st.next_seq = next_seq;
   st.needs_initial_record = fresh;
+  if (!fresh)
+    note_unanswered_steps(self);
   return {
       [self](begin_atom) {
         auto rp = self->make_response_promise();

@@ -3,6 +3,8 @@
 #include <boost/crc.hpp>
 #include <caf/all.hpp>
 
+#include <algorithm>
+
 namespace troupe::saga_log {
 
 namespace {
@@ -147,6 +149,18 @@ bool apply(saga_snapshot& s, const event& e, std::string& error) {
     st->status = step_status::failed;
     st->attempts = e.attempt;
     st->error = e.data;
+    st->ended_ns = e.at_ns;
+    if (s.status == saga_status::running) {
+      s.status = saga_status::compensating;
+      s.reason = "step " + e.step + " failed: " + e.data;
+    }
+    break;
+  case event_kind::step_outcome_unknown:
+    if (st->status == step_status::succeeded)
+      break; // its success is recorded: it is compensated with its reply
+    st->status = step_status::failed;
+    st->attempts = std::max(st->attempts, e.attempt);
+    st->error = std::string{outcome_unknown_prefix} + e.data;
     st->ended_ns = e.at_ns;
     if (s.status == saga_status::running) {
       s.status = saga_status::compensating;

@@ -32,6 +32,10 @@ enum class event_kind : uint8_t {
   compensation_gave_up,
   compensation_requested, ///< cancel or deadline; data = reason
   ended,
+  /// The step failed, or the saga compensates while it was unanswered, and its
+  /// request may have been applied (sent, no answer that says it was not):
+  /// like `step_failed`, and the step is compensated without a reply.
+  step_outcome_unknown,
 };
 
 struct event {

@@ -64,12 +64,17 @@ const char* to_string(step_status status) {
   return "unknown";
 }
 
+bool outcome_unknown(const step_record& step) {
+  return step.status == step_status::failed &&
+         step.error.rfind(outcome_unknown_prefix, 0) == 0;
+}
+
 std::string current_step(const saga_snapshot& s) {
   std::string last;
   if (s.status == saga_status::compensating) {
     // The latest step still to undo.
     for (auto it = s.steps.rbegin(); it != s.steps.rend(); ++it)
-      if (it->status == step_status::succeeded)
+      if (it->status == step_status::succeeded || outcome_unknown(*it))
         return it->name;
   }
   for (auto& st : s.steps) {

@@ -1,5 +1,7 @@
 #include "orders.hpp"
 
+#include <set>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -88,6 +90,28 @@ struct application_counter {
   }
 };
 
+// What a service knows of the steps it served, for their compensations: a
+// compensation names its step by the step's idempotency key, and may come
+// without the step's reply (the saga never got it) or before the step itself
+// (a retry still on its way). A compensation of a key that was never applied
+// changes nothing and voids the key, so the step cannot apply after it.
+struct step_book {
+  std::set<std::string> voided;
+
+  bool is_voided(const call_context& ctx) const {
+    return voided.count(ctx.idempotency_key) > 0;
+  }
+
+  // A compensation whose step never applied: recorded as a no-op.
+  void void_key(write_batch& tx, const std::string& service, const call_context& ctx,
+                const std::string& step_key) {
+    voided.insert(step_key);
+    tx.put(store_column::state, service + "/voided/" + step_key, ctx.idempotency_key);
+    spdlog::info("{}: compensation {} is a no-op: {} was never applied", service,
+                 ctx.idempotency_key, step_key);
+  }
+};
+
 struct orders_state {
   static inline const char* name = "orders";
 };
@@ -96,8 +120,10 @@ struct inventory_state {
   static inline const char* name = "inventory";
   troupe::idempotency idem;
   application_counter applied;
+  step_book book;
   std::map<std::string, int64_t> stock;
   std::map<std::string, stock_reserved> reservations;
+  std::map<std::string, std::string> reservation_of_key; ///< by idempotency key
   uint64_t next = 0;
 };
 
@@ -105,7 +131,9 @@ struct payment_state {
   static inline const char* name = "payment";
   troupe::idempotency idem;
   application_counter applied;
+  step_book book;
   std::map<std::string, card_charged> charges;
+  std::map<std::string, card_charged> charge_of_key; ///< by idempotency key
   uint64_t next = 0;
 };
 
@@ -152,6 +180,9 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
           return self->state.idem.run<stock_reserved>(
               self, ctx, [=](write_batch& tx) -> caf::expected<stock_reserved> {
                 auto& st = self->state;
+                if (st.book.is_voided(ctx))
+                  return troupe::make_error(
+                      errc::rejected, "the reservation was compensated before it ran");
                 auto& left = st.stock[cmd.sku];
                 if (left < cmd.quantity)
                   return troupe::make_error(errc::rejected, cmd.sku + " is out of stock");
@@ -159,6 +190,12 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
                 stock_reserved r{unique_id("res", node, ++st.next), cmd.sku,
                                  cmd.quantity};
                 st.reservations[r.reservation_id] = r;
+                if (!ctx.idempotency_key.empty()) {
+                  st.reservation_of_key[ctx.idempotency_key] = r.reservation_id;
+                  tx.put(store_column::state,
+                         "inventory/reservation_of/" + ctx.idempotency_key,
+                         r.reservation_id);
+                }
                 tx.put(store_column::state, "inventory/stock/" + cmd.sku,
                        std::to_string(left));
                 st.applied.count(tx, "inventory", ctx);
@@ -169,7 +206,18 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
           return self->state.idem.run<stock_released>(
               self, ctx, [=](write_batch& tx) -> caf::expected<stock_released> {
                 auto& st = self->state;
-                auto r = st.reservations.find(cmd.reservation_id);
+                auto step_key = troupe::compensated_step_key(ctx);
+                auto id = cmd.reservation_id;
+                if (id.empty() && !step_key.empty()) {
+                  // Sent without the step's reply: find it by the step's key.
+                  auto known = st.reservation_of_key.find(step_key);
+                  if (known == st.reservation_of_key.end()) {
+                    st.book.void_key(tx, "inventory", ctx, step_key);
+                    return stock_released{id};
+                  }
+                  id = known->second;
+                }
+                auto r = st.reservations.find(id);
                 if (r != st.reservations.end()) {
                   auto& left = st.stock[r->second.sku];
                   left += r->second.quantity;
@@ -178,7 +226,7 @@ inventory_actor spawn_inventory(caf::actor_system& sys, const troupe::config& cf
                   st.reservations.erase(r);
                 }
                 st.applied.count(tx, "inventory", ctx);
-                return stock_released{cmd.reservation_id};
+                return stock_released{id};
               });
         },
         [=](const audit_applications&) {
@@ -255,6 +303,9 @@ payment_actor spawn_payment(caf::actor_system& sys, const troupe::config& cfg) {
           return self->state.idem.run<card_charged>(
               self, key_ctx, [=](write_batch& tx) -> caf::expected<card_charged> {
                 auto& st = self->state;
+                if (st.book.is_voided(key_ctx))
+                  return troupe::make_error(errc::rejected,
+                                            "the charge was compensated before it ran");
                 if (cmd.amount_cents > limit)
                   return troupe::make_error(
                       errc::rejected,
@@ -262,6 +313,11 @@ payment_actor spawn_payment(caf::actor_system& sys, const troupe::config& cfg) {
                           " cents is over the limit");
                 card_charged c{unique_id("pay", node, ++st.next), cmd.amount_cents};
                 st.charges[c.payment_id] = c;
+                if (!key_ctx.idempotency_key.empty()) {
+                  st.charge_of_key[key_ctx.idempotency_key] = c;
+                  tx.put(store_column::state,
+                         "payment/charge_of/" + key_ctx.idempotency_key, c.payment_id);
+                }
                 tx.put(store_column::state, "payment/charge/" + c.payment_id,
                        std::to_string(c.amount_cents));
                 st.applied.count(tx, "payment", key_ctx);
@@ -272,10 +328,21 @@ payment_actor spawn_payment(caf::actor_system& sys, const troupe::config& cfg) {
           return self->state.idem.run<payment_refunded>(
               self, ctx, [=](write_batch& tx) -> caf::expected<payment_refunded> {
                 auto& st = self->state;
-                st.charges.erase(cmd.payment_id);
-                tx.erase(store_column::state, "payment/charge/" + cmd.payment_id);
+                auto step_key = troupe::compensated_step_key(ctx);
+                auto id = cmd.payment_id;
+                if (id.empty() && !step_key.empty()) {
+                  // Sent without the step's reply: find it by the step's key.
+                  auto known = st.charge_of_key.find(step_key);
+                  if (known == st.charge_of_key.end()) {
+                    st.book.void_key(tx, "payment", ctx, step_key);
+                    return payment_refunded{id};
+                  }
+                  id = known->second.payment_id;
+                }
+                st.charges.erase(id);
+                tx.erase(store_column::state, "payment/charge/" + id);
                 st.applied.count(tx, "payment", ctx);
-                return payment_refunded{cmd.payment_id};
+                return payment_refunded{id};
               });
         },
         [=](const audit_applications&) {

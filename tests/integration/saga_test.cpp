@@ -109,8 +109,10 @@ TEST_CASE("sagas survive kill -9 of their node: every saga ends, no step is appl
   std::mt19937 rng{Catch::rngSeed()};
   size_t resumed = 0;
   std::regex resume_re{R"(saga log read: \d+ instances, (\d+) to resume)"};
+  std::vector<std::string> saga_node_lines; // of every run of the saga node
   auto count_resumed = [&](node_process& p) {
     for (auto& line : p.lines()) {
+      saga_node_lines.push_back(line);
       std::smatch m;
       if (std::regex_search(line, m, resume_re))
         resumed += std::stoul(m[1]);
@@ -156,8 +158,17 @@ TEST_CASE("sagas survive kill -9 of their node: every saga ends, no step is appl
     CHECK(n == 1);
   }
   auto applied = [&](const std::string& key) { return a.applied.count(key) > 0; };
+  // What the saga nodes logged about one saga, for a failed check.
+  auto history = [&](const std::string& id) {
+    std::string out;
+    for (auto& line : saga_node_lines)
+      if (line.find(id) != std::string::npos)
+        out += line + "\n";
+    return out;
+  };
   for (auto& [id, status] : a.saga_status) {
     INFO("saga " << id << " " << status);
+    INFO("saga node log lines naming it:\n" << history(id));
     for (std::string step : {"reserve", "charge"}) {
       // Never a compensation for a step that did not happen.
       if (applied(id + "/" + step + "/compensate"))

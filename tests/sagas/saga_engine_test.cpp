@@ -551,8 +551,8 @@ TEST_CASE("a failing branch of a parallel group compensates the completed branch
 
 // -- time ---------------------------------------------------------------------------
 
-TEST_CASE("a step whose service never answers is retried per its policy, then fails "
-          "and compensates") {
+TEST_CASE("a step whose every attempt timed out is retried per its policy, then "
+          "compensated by its key when the saga compensates") {
   saga_fixture f;
   f.w->always["charge_card"] = hang();
   f.start_manager({order_saga("order", charge_options{2s, 3})});
@@ -566,15 +566,83 @@ TEST_CASE("a step whose service never answers is retried per its policy, then fa
   REQUIRE(f.run_until([&] { return f.w->count("charge_card") == 3; }));
   auto s = f.settle(id);
   CHECK(s.status == saga_status::compensated);
+  // A charge that timed out may have been applied: it is undone too, last first.
   CHECK(f.w->types() == strings{"reserve_stock", "charge_card", "charge_card",
-                                "charge_card", "release_stock"});
+                                "charge_card", "refund_card", "release_stock"});
   // Every attempt is the same operation.
   for (auto& r : f.w->of("charge_card"))
     CHECK(r.idempotency_key == id + "/charge");
+  // There is no reply to build the refund from: the service finds the charge
+  // by the step's key.
+  auto refunds = f.w->of("refund_card");
+  REQUIRE(refunds.size() == 1);
+  CHECK(refunds[0].idempotency_key == id + "/charge/compensate");
+  CHECK(refunds[0].as<refund_card>().charge_id.empty());
+  auto& charge = step_of(s, "charge");
+  CHECK(charge.status == step_status::compensated);
+  CHECK(charge.attempts == 3);
+  CHECK(charge.reply.empty());
+  CHECK(charge.error.rfind(troupe::outcome_unknown_prefix, 0) == 0);
+  CHECK(charge.error.find("timeout") != std::string::npos);
+}
+
+TEST_CASE("a step refused after an attempt that timed out is not compensated") {
+  saga_fixture f;
+  f.w->script("charge_card", {hang(), fail(errc::rejected)});
+  f.start_manager({order_saga("order", charge_options{2s, 3})});
+  auto id = f.started("order", sample_order()).saga.id;
+  auto s = f.settle(id);
+  CHECK(s.status == saga_status::compensated);
+  CHECK(f.w->types() ==
+        strings{"reserve_stock", "charge_card", "charge_card", "release_stock"});
   auto& charge = step_of(s, "charge");
   CHECK(charge.status == step_status::failed);
-  CHECK(charge.attempts == 3);
-  CHECK(charge.error.find("timeout") != std::string::npos);
+  CHECK_FALSE(troupe::outcome_unknown(charge));
+}
+
+TEST_CASE("a saga that resumes compensating compensates the step its log ends with "
+          "unanswered, without sending it again") {
+  saga_fixture f;
+  f.w->script("schedule_shipment", {hang()});
+  f.start_manager({order_saga()});
+  auto id = f.started("order", sample_order()).saga.id;
+  CHECK(f.w->types() == strings{"reserve_stock", "charge_card", "schedule_shipment"});
+  f.stop_manager();
+
+  // The node went down right after it recorded that the saga compensates.
+  uint64_t last = 0;
+  f.db->scan(troupe::store_column::sagas, troupe::saga_log::instance_prefix(id), {},
+             [&](std::string_view key, std::string_view) {
+               std::string ignored;
+               uint64_t seq = 0;
+               REQUIRE(troupe::saga_log::parse_record_key(key, ignored, seq));
+               last = std::max(last, seq);
+               return true;
+             });
+  troupe::saga_log::event ev;
+  ev.kind = troupe::saga_log::event_kind::compensation_requested;
+  ev.data = "cancelled";
+  ev.cancel = true;
+  troupe::write_batch tx;
+  tx.put(troupe::store_column::sagas, troupe::saga_log::record_key(id, last + 1),
+         troupe::saga_log::encode_event(*f.sys, ev));
+  REQUIRE(f.commit(std::move(tx)).empty());
+
+  f.start_manager({order_saga()});
+  auto s = f.settle(id);
+  CHECK(s.status == saga_status::cancelled);
+  // The shipment may have been scheduled before the node went down.
+  CHECK(f.w->types() == strings{"reserve_stock", "charge_card", "schedule_shipment",
+                                "cancel_shipment", "refund_card", "release_stock"});
+  auto cancels = f.w->of("cancel_shipment");
+  REQUIRE(cancels.size() == 1);
+  CHECK(cancels[0].idempotency_key == id + "/ship/compensate");
+  CHECK(cancels[0].as<cancel_shipment>().shipment_id.empty());
+  // Reply-based compensations still carry their replies.
+  CHECK_FALSE(f.w->of("refund_card")[0].as<refund_card>().charge_id.empty());
+  CHECK(step_of(s, "ship").status == step_status::compensated);
+  CHECK(step_of(s, "receipt").status == step_status::pending);
+  CHECK(f.w->count("void_receipt") == 0);
 }
 
 TEST_CASE("a saga whose deadline passes mid-flight compensates and says why") {
@@ -593,9 +661,12 @@ TEST_CASE("a saga whose deadline passes mid-flight compensates and says why") {
   auto s = f.settle(id);
   CHECK(s.status == saga_status::compensated);
   CHECK(s.reason.find("deadline") != std::string::npos);
+  // The shipment never answered: it may have been scheduled, so it is
+  // cancelled too (by its key), before the steps before it.
   CHECK(f.w->types() == strings{"reserve_stock", "charge_card", "schedule_shipment",
-                                "refund_card", "release_stock"});
-  CHECK(step_of(s, "ship").status != step_status::compensated);
+                                "cancel_shipment", "refund_card", "release_stock"});
+  CHECK(f.w->of("cancel_shipment")[0].idempotency_key == id + "/ship/compensate");
+  CHECK(step_of(s, "ship").status == step_status::compensated);
 }
 
 // -- cancel -------------------------------------------------------------------------

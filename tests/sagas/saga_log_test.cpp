@@ -190,6 +190,30 @@ TEST_CASE("a failed step turns a running saga to compensating with the step's er
   CHECK(s.steps[1].attempts == 3);
 }
 
+TEST_CASE("a step whose outcome is unknown fails the saga like a failed step and is "
+          "marked for compensation; a recorded success is kept") {
+  auto s = sample();
+  slog::event e;
+  e.kind = slog::event_kind::step_outcome_unknown;
+  e.step = "charge";
+  e.attempt = 3;
+  e.data = "timeout";
+  std::string error;
+  REQUIRE(slog::apply(s, e, error));
+  CHECK(s.status == saga_status::compensating);
+  CHECK(s.reason == "step charge failed: timeout");
+  CHECK(s.steps[1].status == step_status::failed);
+  CHECK(troupe::outcome_unknown(s.steps[1]));
+  CHECK(s.steps[1].attempts == 3);
+  // An answer that arrived first wins: the step is compensated with its reply.
+  auto done = sample();
+  done.steps[0].status = step_status::succeeded;
+  e.step = done.steps[0].name;
+  REQUIRE(slog::apply(done, e, error));
+  CHECK(done.steps[0].status == step_status::succeeded);
+  CHECK_FALSE(troupe::outcome_unknown(done.steps[0]));
+}
+
 TEST_CASE("record keys group an instance's records in sequence order") {
   auto a1 = slog::record_key("abc.n1", 1);
   auto a256 = slog::record_key("abc.n1", 256);

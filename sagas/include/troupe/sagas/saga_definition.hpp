@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -197,7 +198,14 @@ struct argument_source {
                    std::optional<Arg>& slot) const {
     if (step.empty())
       return decoded(sys, s.input, slot, "saga input");
-    return decoded(sys, recorded_step(s, step).reply, slot, "step reply");
+    auto& rec = recorded_step(s, step);
+    if (rec.reply.empty() && outcome_unknown(rec)) {
+      // A compensation of a step that may have run but has no recorded reply:
+      // the service finds what to undo by the step's idempotency key.
+      slot.emplace();
+      return *slot;
+    }
+    return decoded(sys, rec.reply, slot, "step reply");
   }
 };
 
@@ -251,6 +259,13 @@ erase_builder(Build build, std::vector<std::string> sources, std::tuple<Args...>
 
 /// A step's compensation: a request to the step's own service (or to
 /// `target`), built from the saga input and/or the step's own reply.
+///
+/// A compensating saga also compensates a step whose outcome is unknown (sent,
+/// no answer recorded that says it was not applied: `outcome_unknown`). Its
+/// builder then sees a default-constructed reply, and the service must find
+/// what to undo by the step's idempotency key (`compensated_step_key`), treat
+/// a key it never applied as a no-op, and refuse that key if the step's
+/// request arrives after its compensation.
 template <class Handle, class Build>
 struct compensation_spec {
   std::optional<via_service<Handle>> target;
@@ -265,6 +280,18 @@ compensation_spec<void, Build> compensate(Build build) {
 template <class Handle, class Build>
 compensation_spec<Handle, Build> compensate(via_service<Handle> target, Build build) {
   return {std::move(target), std::move(build)};
+}
+
+/// The idempotency key of the step a compensation undoes: a compensation is
+/// sent with its step's key followed by "/compensate". Empty when `ctx` is
+/// not a compensation's.
+inline std::string compensated_step_key(const call_context& ctx) {
+  static constexpr std::string_view suffix = "/compensate";
+  const auto& key = ctx.idempotency_key;
+  if (key.size() <= suffix.size() ||
+      std::string_view{key}.substr(key.size() - suffix.size()) != suffix)
+    return {};
+  return key.substr(0, key.size() - suffix.size());
 }
 
 /// A step's timeout per attempt: `troupe::step_timeout(2s)`.

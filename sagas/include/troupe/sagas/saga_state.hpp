@@ -38,6 +38,9 @@ enum class step_status : uint8_t {
 
 const char* to_string(step_status status);
 
+/// How the error of a step whose outcome is unknown begins.
+inline constexpr const char* outcome_unknown_prefix = "outcome unknown: ";
+
 /// One step of an instance, keyed by the step's name (not its position), so
 /// a changed definition never misreads an old log.
 struct step_record {
@@ -62,6 +65,13 @@ typename Inspector::result_type inspect(Inspector& f, step_record& x) {
            x.started_ns, x.ended_ns, x.reply, x.error, x.compensation_attempts,
            x.compensated_ns, x.compensation_error, x.request_text, x.reply_text);
 }
+
+/// True for a failed step whose request may have been applied: it was sent
+/// and no answer says it was not (every attempt timed out, or the saga began
+/// compensating while it was unanswered, before or after a restart). A
+/// compensating saga compensates such a step as if it had succeeded, without
+/// its reply (see docs/SAGAS.md).
+bool outcome_unknown(const step_record& step);
 
 /// The whole state of one instance: what a snapshot record stores, what
 /// `get_saga` answers and what watchers receive on every change.
