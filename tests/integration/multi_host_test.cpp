@@ -139,3 +139,67 @@ TEST_CASE("nodes on three hosts form a cluster, detect a partitioned host and ta
   CHECK(a->wait_for("member c joined", within(patience), mark));
   CHECK(a->wait_for("answered by node c", within(patience), mark));
 }
+
+TEST_CASE("with cluster.members a host cut off from the other two stops serving while "
+          "they keep serving, and all three serve after the network heals",
+          "[cluster][netns][quorum]") {
+  if (geteuid() != 0 || ip_program().empty()) {
+    WARN("needs root and iproute2 for network namespaces; not run");
+    return;
+  }
+  test_network net{{"a", "b", "c"}};
+  REQUIRE(net.ok());
+  // Every host calls the greeter; the registry answers with one it sees, so
+  // the cut host can only reach its own, which refuses while in the minority.
+  const std::vector<std::string> args{"--cluster.heartbeat_interval",
+                                      "100ms",
+                                      "--cluster.failure_timeout",
+                                      "1s",
+                                      "--cluster.seeds",
+                                      net.address(0) + ":4100",
+                                      "--cluster.members",
+                                      "[a, b, c]",
+                                      "--services.enabled",
+                                      "[greeter, caller]",
+                                      "--caller.interval",
+                                      "100ms",
+                                      "--caller.timeout",
+                                      "500ms"};
+  std::vector<std::unique_ptr<node_process>> nodes;
+  for (size_t i = 0; i < 3; ++i)
+    nodes.push_back(net.start(i, args));
+  auto& c = *nodes[2];
+  for (auto& node : nodes) {
+    INFO("log:\n" << node->output());
+    REQUIRE(node->wait_for_line("majority reached", within(patience)));
+    REQUIRE(node->wait_for_line("answered by node", within(patience)));
+  }
+
+  std::vector<size_t> marks;
+  for (auto& node : nodes)
+    marks.push_back(node->line_count());
+  REQUIRE(net.set_link(2, false));
+  // The failure detector notices within its timeout; quorum follows at once.
+  auto lost = c.wait_for("majority lost: this node sees 1 of 3 configured members",
+                         within(1s + 100ms + 2s), marks[2]);
+  INFO("log of c:\n" << c.output());
+  REQUIRE(lost.has_value());
+  CHECK(c.wait_for("failed: service_unavailable", within(patience), lost->index + 1));
+  for (size_t i = 0; i < 2; ++i) {
+    INFO("log of " << i << ":\n" << nodes[i]->output());
+    CHECK(nodes[i]->count_lines("majority lost") == 0);
+    // Calls made after c was cut off are answered.
+    auto after = nodes[i]->wait_for("is down", within(patience), marks[i]);
+    REQUIRE(after.has_value());
+    CHECK(nodes[i]->wait_for("answered by node", within(patience), after->index + 1));
+  }
+
+  for (auto& node : nodes)
+    marks.push_back(node->line_count());
+  auto healed = c.line_count();
+  REQUIRE(net.set_link(2, true));
+  auto back = c.wait_for("majority reached", within(patience), healed);
+  REQUIRE(back.has_value());
+  CHECK(c.wait_for("answered by node", within(patience), back->index + 1));
+  CHECK(nodes[0]->wait_for("member c joined", within(patience), marks[3]));
+}
