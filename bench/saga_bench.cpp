@@ -9,6 +9,8 @@
 //   saga_bench --parked N      sagas parked for memory/recovery (default 100000,
 //                              quick 2000)
 //   saga_bench --starters 1,16,256   concurrent starters per point
+//   SAGA_BENCH_CAF_SCHEDULER=1 saga_bench ...   CAF's scheduler defaults
+//                              instead of troupe's tuning (as a node runs)
 //   saga_bench --dir D         where the RocksDB directories go (default
 //                              $TMPDIR or /tmp); baseline and sagas share it
 //
