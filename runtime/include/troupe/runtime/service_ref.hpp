@@ -75,7 +75,8 @@ public:
   /// Whether the cached instances are old enough to be looked up again in
   /// the background (so instances that appeared since join the rotation).
   bool refresh_due(time_point now) const noexcept {
-    return !resolving_ && now - resolved_at_ >= refresh_interval_;
+    // Adding, not subtracting: min() (never resolved) minus now overflows.
+    return !resolving_ && resolved_at_ + refresh_interval_ <= now;
   }
 
   /// The registry to ask: the one given at construction, else the node's
