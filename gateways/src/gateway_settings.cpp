@@ -151,8 +151,6 @@ void declare_gateway_config(config_schema& s) {
       .describe("Time a client has to send one whole request (and a TLS handshake).");
 }
 
-namespace {} // namespace
-
 gateway_settings gateway_settings_from(const config& cfg) {
   gateway_settings s;
   s.node_name = cfg.get_string("node.name");

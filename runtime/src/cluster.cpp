@@ -501,6 +501,30 @@ std::optional<std::string> not_sent_by_member(self_ptr self, const std::string& 
   return std::nullopt;
 }
 
+// Every registration of `name` this node knows of, its own first.
+std::vector<const service_entry*> entries_named(const cluster_state& st,
+                                                const std::string& name) {
+  std::vector<const service_entry*> result;
+  for (auto& e : st.local_entries)
+    if (e.name == name)
+      result.push_back(&e);
+  for (auto& [member, m] : st.members)
+    for (auto& e : m.info.services)
+      if (e.name == name)
+        result.push_back(&e);
+  return result;
+}
+
+caf::error no_provider(const std::string& name) {
+  return make_error(errc::service_unavailable,
+                    "no live node provides service '" + name + "'");
+}
+
+caf::error other_interface(const service_entry& e) {
+  return make_error(errc::interface_mismatch, "service '" + e.name + "' on node " +
+                                                  e.node + " speaks another interface");
+}
+
 cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
                                      std::shared_ptr<cluster_view> view) {
   auto& st = self->state;
@@ -675,53 +699,33 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
           const std::vector<std::string>& interface) -> caf::result<caf::actor> {
         if (!from_this_node(self))
           return refuse(self, "lookup of " + name, "the registry API is node-local");
-        auto& st = self->state;
-        const service_entry* found = nullptr;
-        for (auto& e : st.local_entries)
-          if (e.name == name)
-            found = &e;
-        for (auto i = st.members.begin(); found == nullptr && i != st.members.end(); ++i)
-          for (auto& e : i->second.info.services)
-            if (e.name == name)
-              found = &e;
-        if (found == nullptr)
-          return make_error(errc::service_unavailable,
-                            "no live node provides service '" + name + "'");
-        if (!interface.empty() && interface != found->interface)
-          return make_error(errc::interface_mismatch, "service '" + name + "' on node " +
-                                                          found->node +
-                                                          " speaks another interface");
-        return found->handle;
+        auto entries = entries_named(self->state, name);
+        if (entries.empty())
+          return no_provider(name);
+        if (!interface.empty() && interface != entries.front()->interface)
+          return other_interface(*entries.front());
+        return entries.front()->handle;
       },
       [=](find_services_atom, const std::string& name,
           const std::vector<std::string>& interface)
           -> caf::result<std::vector<caf::actor>> {
         if (!from_this_node(self))
           return refuse(self, "lookup of " + name, "the registry API is node-local");
-        auto& st = self->state;
         std::vector<caf::actor> result;
         const service_entry* mismatch = nullptr;
-        auto consider = [&](const service_entry& e) {
-          if (e.name != name || !e.handle)
-            return;
-          if (!interface.empty() && interface != e.interface)
-            mismatch = &e;
+        for (auto* e : entries_named(self->state, name)) {
+          if (!e->handle)
+            continue;
+          if (!interface.empty() && interface != e->interface)
+            mismatch = e;
           else
-            result.push_back(e.handle);
-        };
-        for (auto& e : st.local_entries)
-          consider(e);
-        for (auto& [member, m] : st.members)
-          for (auto& e : m.info.services)
-            consider(e);
+            result.push_back(e->handle);
+        }
         if (!result.empty())
           return result;
         if (mismatch != nullptr)
-          return make_error(errc::interface_mismatch, "service '" + name + "' on node " +
-                                                          mismatch->node +
-                                                          " speaks another interface");
-        return make_error(errc::service_unavailable,
-                          "no live node provides service '" + name + "'");
+          return other_interface(*mismatch);
+        return no_provider(name);
       },
       [=](members_atom) -> caf::result<std::vector<member_info>> {
         if (!from_this_node(self))
