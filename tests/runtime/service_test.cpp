@@ -212,12 +212,21 @@ typename Inspector::result_type inspect(Inspector& f, release_holder&) {
   return f(caf::meta::type_name("release_holder"));
 }
 
-using holder_actor = troupe::service<troupe::handles<echo_context, seen_context>,
-                                     troupe::on<release_holder>>;
+// Makes the holder forget its promises without answering them.
+struct abandon_held {};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, abandon_held&) {
+  return f(caf::meta::type_name("abandon_held"));
+}
+
+using holder_actor =
+    troupe::service<troupe::handles<echo_context, seen_context>,
+                    troupe::on<release_holder>, troupe::on<abandon_held>>;
 
 struct holder_state {
   static inline const char* name = "holder";
-  std::vector<caf::typed_response_promise<seen_context>> held;
+  std::vector<troupe::promise<seen_context>> held;
   bool released = false;
 };
 
@@ -228,16 +237,17 @@ holder_actor::behavior_type holder(holder_actor::stateful_pointer<holder_state> 
       [=](const echo_context& msg) -> caf::result<seen_context> {
         if (self->state.released)
           return seen_context{msg.payload, 0};
-        auto rp = self->make_response_promise<seen_context>();
+        auto rp = troupe::make_promise<seen_context>(self);
         self->state.held.push_back(rp);
-        return rp;
+        return rp.response_promise();
       },
       [=](const release_holder&) {
         self->state.released = true;
         for (auto& rp : self->state.held)
           rp.deliver(seen_context{"released", 0});
         self->state.held.clear();
-      });
+      },
+      [=](const abandon_held&) { self->state.held.clear(); });
 }
 
 struct counting_state {
@@ -334,6 +344,46 @@ TEST_CASE("the drain barrier waits for a reply a handler delegated") {
       .receive([&](troupe::drained_atom) { drained = true; }, [](caf::error&) {});
   CHECK(drained);
   caller->send_exit(first, caf::exit_reason::user_shutdown);
+  caller->send_exit(held, caf::exit_reason::user_shutdown);
+}
+
+namespace {
+
+// Whether `svc` answers the drain barrier within `timeout`.
+bool drains_within(caf::actor_system& sys, const holder_actor& svc,
+                   std::chrono::milliseconds timeout) {
+  caf::scoped_actor drainer{sys};
+  bool drained = false;
+  drainer->request(svc, timeout, troupe::drain_atom::value)
+      .receive([&](troupe::drained_atom) { drained = true; }, [](caf::error&) {});
+  return drained;
+}
+
+} // namespace
+
+TEST_CASE("the drain barrier waits for a promise a handler holds") {
+  system_fixture f;
+  auto held = f.sys.spawn(holder);
+  caf::scoped_actor caller{f.sys};
+  auto pending = troupe::call(caller.ptr(), held, 5s, echo_context{"x"});
+  CHECK_FALSE(drains_within(f.sys, held, 300ms));
+  caller->send(held, troupe::call_context{}, release_holder{});
+  seen_context seen;
+  pending.receive([&](seen_context& s) { seen = s; },
+                  [](caf::error& err) { FAIL(troupe::describe(err)); });
+  CHECK(seen.correlation_id == "released");
+  CHECK(drains_within(f.sys, held, 2s));
+  caller->send_exit(held, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("an abandoned promise no longer holds the drain barrier") {
+  system_fixture f;
+  auto held = f.sys.spawn(holder);
+  caf::scoped_actor caller{f.sys};
+  caller->request(held, 5s, troupe::call_context{}, echo_context{"x"});
+  CHECK_FALSE(drains_within(f.sys, held, 300ms));
+  caller->send(held, troupe::call_context{}, abandon_held{});
+  CHECK(drains_within(f.sys, held, 2s));
   caller->send_exit(held, caf::exit_reason::user_shutdown);
 }
 

@@ -16,10 +16,10 @@
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
 #include <caf/expected.hpp>
-#include <caf/typed_response_promise.hpp>
 
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/errors.hpp>
+#include <troupe/runtime/service.hpp>
 #include <troupe/runtime/store.hpp>
 #include <troupe/runtime/store_actor.hpp>
 
@@ -66,8 +66,7 @@ public:
   /// `errc::internal`; no store actor on the node, with `errc::internal`
   /// "no store configured".
   template <class Reply, class Self, class Apply>
-  caf::typed_response_promise<Reply> run(Self* self, const call_context& ctx,
-                                         Apply apply);
+  promise<Reply> run(Self* self, const call_context& ctx, Apply apply);
 
   /// Keys whose first request is still waiting for the store.
   size_t in_progress() const noexcept { return in_progress_.size(); }
@@ -85,8 +84,7 @@ private:
 
   template <class Reply, class Self, class Apply>
   void apply_and_commit(Self* self, const call_context& ctx, store_actor db,
-                        std::string key, caf::typed_response_promise<Reply> rp,
-                        Apply& apply);
+                        std::string key, promise<Reply> rp, Apply& apply);
 
   /// Ends the key's processing: answers every request that waited for it.
   void finish(const std::string& key, const caf::error& err, const std::string& reply);
@@ -118,9 +116,8 @@ caf::error idempotency::encode(Self* self, Reply reply, std::string& bytes) {
 }
 
 template <class Reply, class Self, class Apply>
-caf::typed_response_promise<Reply> idempotency::run(Self* self, const call_context& ctx,
-                                                    Apply apply) {
-  auto rp = self->template make_response_promise<Reply>();
+promise<Reply> idempotency::run(Self* self, const call_context& ctx, Apply apply) {
+  auto rp = make_promise<Reply>(self);
   auto db = local_store(self->system());
   if (!db) {
     rp.deliver(make_error(errc::internal, "no store configured"));
@@ -174,8 +171,7 @@ caf::typed_response_promise<Reply> idempotency::run(Self* self, const call_conte
 
 template <class Reply, class Self, class Apply>
 void idempotency::apply_and_commit(Self* self, const call_context& ctx, store_actor db,
-                                   std::string key, caf::typed_response_promise<Reply> rp,
-                                   Apply& apply) {
+                                   std::string key, promise<Reply> rp, Apply& apply) {
   write_batch tx;
   caf::expected<Reply> result = apply(tx);
   if (!result) {

@@ -28,6 +28,9 @@
 
 namespace troupe {
 
+template <class... Ts>
+class promise;
+
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 
@@ -123,6 +126,12 @@ struct handler_reply<caf::delegated<Ts...>> {
   static constexpr bool delegates = false;
 };
 
+template <class... Ts>
+struct handler_reply<promise<Ts...>> {
+  using type = caf::result<Ts...>;
+  static constexpr bool delegates = false;
+};
+
 template <class T>
 struct handler_reply<caf::expected<T>> {
   using type = caf::result<T>;
@@ -138,8 +147,9 @@ struct handler_reply<R, std::void_t<typename R::reply_type>> {
 };
 
 /// What one service's handlers share: the replies its handlers delegated
-/// and has not delivered yet, and the drain barriers waiting for them.
-struct serve_state {
+/// or promised and has not delivered yet, and the drain barriers waiting
+/// for them.
+struct serve_state : std::enable_shared_from_this<serve_state> {
   uint64_t promised = 0;
   std::vector<caf::typed_response_promise<drained_atom>> drains;
 
@@ -152,6 +162,42 @@ struct serve_state {
   }
 };
 
+// The serve_state of the handler running on this thread, so a promise made
+// inside it counts as an open reply that drain waits for.
+inline thread_local serve_state* running_serve_state = nullptr;
+
+struct running_handler {
+  explicit running_handler(serve_state* st) noexcept
+      : previous(running_serve_state) {
+    running_serve_state = st;
+  }
+  ~running_handler() { running_serve_state = previous; }
+  running_handler(const running_handler&) = delete;
+  running_handler& operator=(const running_handler&) = delete;
+  serve_state* previous;
+};
+
+// One open reply of a service: settled when the promise is delivered or its
+// last copy is gone (an abandoned promise must not hold drain forever).
+class promise_token {
+public:
+  explicit promise_token(std::shared_ptr<serve_state> st) noexcept
+      : state_(std::move(st)) {
+    ++state_->promised;
+  }
+  ~promise_token() { settle(); }
+  promise_token(const promise_token&) = delete;
+  promise_token& operator=(const promise_token&) = delete;
+
+  void settle() {
+    if (auto st = std::move(state_))
+      st->delivered();
+  }
+
+private:
+  std::shared_ptr<serve_state> state_;
+};
+
 /// Whether requests are checked against their deadline on arrival: not
 /// under CAF's test coordinator, whose wall time is virtual.
 bool checks_deadlines(caf::actor_system& sys);
@@ -159,6 +205,12 @@ bool checks_deadlines(caf::actor_system& sys);
 int64_t wall_now_ns() noexcept;
 caf::error expired_error(const std::string& actor);
 caf::error no_quorum_error(const std::string& actor);
+
+template <class T>
+struct is_promise : std::false_type {};
+
+template <class... Ts>
+struct is_promise<promise<Ts...>> : std::true_type {};
 
 // Turns a domain handler `R(const Request&)` or `R(const call_context&,
 // const Request&)` into the `R(const call_context&, const Request&)` the
@@ -188,6 +240,7 @@ auto wrap_handler(Self* self, std::shared_ptr<serve_state> state, bool check_dea
     }
     handling_probe probe{ctx, actor, m, seen};
     auto run = [&]() -> decltype(auto) {
+      running_handler running{state.get()};
       if constexpr (traits::arity == 2)
         return f(ctx, req);
       else
@@ -208,6 +261,8 @@ auto wrap_handler(Self* self, std::shared_ptr<serve_state> state, bool check_dea
             state->delivered();
           });
       return rp;
+    } else if constexpr (is_promise<std::decay_t<raw_result>>::value) {
+      return run().response_promise();
     } else {
       return run();
     }
@@ -250,6 +305,53 @@ struct single_reply<caf::response_handle<Self, caf::detail::type_list<T>, IsBloc
 };
 
 } // namespace detail
+
+/// A reply a service handler answers later, like CAF's response promise,
+/// but counted as open work: `drain` (graceful shutdown) waits until it is
+/// delivered or dropped. Make it with `troupe::make_promise` inside a
+/// handler and return it; deliver it on the actor's own thread.
+template <class... Ts>
+class promise {
+public:
+  promise(caf::typed_response_promise<Ts...> rp,
+          std::shared_ptr<detail::promise_token> token)
+      : rp_(std::move(rp))
+      , token_(std::move(token)) {}
+
+  template <class... Us>
+  void deliver(Us&&... xs) {
+    rp_.deliver(std::forward<Us>(xs)...);
+    if (token_)
+      token_->settle();
+  }
+
+  bool pending() const { return rp_.pending(); }
+
+  /// Returned from a handler declared `-> caf::result<Ts...>`.
+  operator caf::result<Ts...>() const { return caf::result<Ts...>{rp_}; }
+
+  /// CAF's promise, for code that takes one; delivering it directly leaves
+  /// the reply open for drain until this promise's last copy is gone.
+  const caf::typed_response_promise<Ts...>& response_promise() const noexcept {
+    return rp_;
+  }
+
+private:
+  caf::typed_response_promise<Ts...> rp_;
+  std::shared_ptr<detail::promise_token> token_;
+};
+
+/// A promise for the reply of the request `self` is handling. Made inside a
+/// handler of `troupe::serve`, drain waits for it; elsewhere it is a plain
+/// response promise.
+template <class... Ts, class Self>
+promise<Ts...> make_promise(Self* self) {
+  auto rp = self->template make_response_promise<Ts...>();
+  auto* st = detail::running_serve_state;
+  if (st == nullptr)
+    return {std::move(rp), nullptr};
+  return {std::move(rp), std::make_shared<detail::promise_token>(st->shared_from_this())};
+}
 
 /// The pending reply of a `troupe::call`. Its handlers run with the call's
 /// context current, and the error handler is not optional: in CAF 0.17 an
