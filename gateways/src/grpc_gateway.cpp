@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 
 #include <troupe/api/v1/sagas.grpc.pb.h>
+#include <troupe/runtime/detail/pem_material.hpp>
 
 namespace troupe::gateways {
 
@@ -468,18 +469,6 @@ private:
 
 // --- building ------------------------------------------------------------------
 
-std::string read_file(const std::string& path, const char* key) {
-  std::ifstream in{path, std::ios::binary};
-  if (!in)
-    throw std::runtime_error(std::string{key} + ": cannot read '" + path + "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto out = text.str();
-  if (out.empty())
-    throw std::runtime_error(std::string{key} + ": '" + path + "' is empty");
-  return out;
-}
-
 // gRPC accepts any bytes as PEM and fails later, with a message that names
 // no file: check them now. An encrypted key is refused (no passphrase
 // prompt: gRPC could not use it anyway).
@@ -512,7 +501,7 @@ void require_pem(const std::string& pem, bool is_key, const char* key,
   if (is_key ? out.key == nullptr : out.cert == nullptr) {
     ERR_clear_error();
     throw std::runtime_error(
-        std::string{key} + ": '" + path + "' holds no " +
+        std::string{key} + ": " + troupe::detail::pem_source(path) + " holds no " +
         (is_key ? "unencrypted PEM private key" : "PEM certificate"));
   }
 }
@@ -528,17 +517,19 @@ std::shared_ptr<grpc::ServerCredentials> credentials_of(const tls_settings& tls)
                              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE};
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   pem_check server;
-  pair.cert_chain = read_file(tls.cert_file, "gateways.tls.cert_file");
+  pair.cert_chain = troupe::detail::pem_material(tls.cert_file, "gateways.tls.cert_file");
   require_pem(pair.cert_chain, false, "gateways.tls.cert_file", tls.cert_file, server);
-  pair.private_key = read_file(tls.key_file, "gateways.tls.key_file");
+  pair.private_key = troupe::detail::pem_material(tls.key_file, "gateways.tls.key_file");
   require_pem(pair.private_key, true, "gateways.tls.key_file", tls.key_file, server);
   if (X509_check_private_key(server.cert, server.key) != 1)
-    throw std::runtime_error("gateways.tls.key_file: '" + tls.key_file +
-                             "' is not the key of gateways.tls.cert_file '" +
-                             tls.cert_file + "'");
+    throw std::runtime_error(
+        "gateways.tls.key_file: " + troupe::detail::pem_source(tls.key_file) +
+        " is not the key of gateways.tls.cert_file " +
+        troupe::detail::pem_source(tls.cert_file));
   opts.pem_key_cert_pairs.push_back(std::move(pair));
   if (tls.verifies_clients()) {
-    opts.pem_root_certs = read_file(tls.client_ca_file, "gateways.tls.client_ca_file");
+    opts.pem_root_certs =
+        troupe::detail::pem_material(tls.client_ca_file, "gateways.tls.client_ca_file");
     pem_check ca;
     require_pem(opts.pem_root_certs, false, "gateways.tls.client_ca_file",
                 tls.client_ca_file, ca);

@@ -55,6 +55,7 @@
 
 #include <troupe/runtime/config.hpp>
 #include <troupe/runtime/detail/accept_loop.hpp>
+#include <troupe/runtime/detail/pem_material.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
 
 #include "api_json.hpp"
@@ -672,11 +673,16 @@ std::unique_ptr<ssl::context> make_tls(const tls_settings& tls,
     ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
                      ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-    ctx->use_certificate_chain_file(tls.cert_file);
-    ctx->use_private_key_file(tls.key_file.empty() ? tls.cert_file : tls.key_file,
-                              ssl::context::pem);
+    namespace detail = troupe::detail;
+    ctx->use_certificate_chain(
+        asio::buffer(detail::pem_material(tls.cert_file, "gateways.tls.cert_file")));
+    ctx->use_private_key(asio::buffer(detail::pem_material(
+                             tls.key_file.empty() ? tls.cert_file : tls.key_file,
+                             "gateways.tls.key_file")),
+                         ssl::context::pem);
     if (tls.verifies_clients()) {
-      ctx->load_verify_file(tls.client_ca_file);
+      ctx->add_certificate_authority(asio::buffer(
+          detail::pem_material(tls.client_ca_file, "gateways.tls.client_ca_file")));
       ctx->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
     }
   } catch (const std::exception& e) {

@@ -89,20 +89,16 @@ std::string new_correlation_id() {
 
 namespace detail {
 
-namespace {
-
-int64_t now_ns() noexcept {
+int64_t wall_now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              call_context::clock::now().time_since_epoch())
       .count();
 }
 
-} // namespace
-
 int64_t deadline_to_wire(int64_t deadline_ns) noexcept {
   if (deadline_ns == 0)
     return 0;
-  auto left = deadline_ns - now_ns();
+  auto left = deadline_ns - wall_now_ns();
   return left > 0 ? left : -1;
 }
 
@@ -111,8 +107,8 @@ int64_t deadline_from_wire(int64_t left_ns) noexcept {
     return 0;
   // A deadline that had passed stays in the past; 1 ns before now is never 0.
   if (left_ns < 0)
-    return now_ns() - 1;
-  return now_ns() + left_ns;
+    return wall_now_ns() - 1;
+  return wall_now_ns() + left_ns;
 }
 
 } // namespace detail

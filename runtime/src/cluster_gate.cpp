@@ -19,6 +19,7 @@
 #include <troupe/runtime/metrics.hpp>
 
 #include <troupe/runtime/detail/accept_loop.hpp>
+#include <troupe/runtime/detail/pem_material.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
 
 namespace troupe {
@@ -278,12 +279,6 @@ private:
   std::array<uint8_t, buffer_bytes> out_;
 };
 
-// A value is PEM text when a ${file:…} or ${env:…} secret handed over the
-// content instead of a path.
-bool is_pem_text(const std::string& value) {
-  return value.find("-----BEGIN ") != std::string::npos;
-}
-
 std::unique_ptr<ssl::context> make_tls_context(const cluster_tls_files& files,
                                                bool server) {
   auto ctx = std::make_unique<ssl::context>(server ? ssl::context::tls_server
@@ -293,18 +288,12 @@ std::unique_ptr<ssl::context> make_tls_context(const cluster_tls_files& files,
                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
                      ssl::context::no_tlsv1_1);
     const auto& key = files.key_file.empty() ? files.cert_file : files.key_file;
-    if (is_pem_text(files.cert_file))
-      ctx->use_certificate_chain(asio::buffer(files.cert_file));
-    else
-      ctx->use_certificate_chain_file(files.cert_file);
-    if (is_pem_text(key))
-      ctx->use_private_key(asio::buffer(key), ssl::context::pem);
-    else
-      ctx->use_private_key_file(key, ssl::context::pem);
-    if (is_pem_text(files.ca_file))
-      ctx->add_certificate_authority(asio::buffer(files.ca_file));
-    else
-      ctx->load_verify_file(files.ca_file);
+    ctx->use_certificate_chain(
+        asio::buffer(detail::pem_material(files.cert_file, "cluster.tls.cert_file")));
+    ctx->use_private_key(asio::buffer(detail::pem_material(key, "cluster.tls.key_file")),
+                         ssl::context::pem);
+    ctx->add_certificate_authority(
+        asio::buffer(detail::pem_material(files.ca_file, "cluster.tls.ca_file")));
     // Peers are known by the cluster CA's signature, not by host name: node
     // addresses change (pods), the CA that admits them does not.
     ctx->set_verify_mode(server ? ssl::verify_peer | ssl::verify_fail_if_no_peer_cert

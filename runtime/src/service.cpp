@@ -11,12 +11,6 @@ bool checks_deadlines(caf::actor_system& sys) {
   return dynamic_cast<caf::detail::test_actor_clock*>(&sys.clock()) == nullptr;
 }
 
-int64_t wall_now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             call_context::clock::now().time_since_epoch())
-      .count();
-}
-
 caf::error expired_error(const std::string& actor) {
   return make_error(errc::timeout,
                     "the deadline had passed when " + actor + " received the request");

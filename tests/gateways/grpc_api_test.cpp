@@ -26,10 +26,10 @@
 
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/grpc_client.hpp"
-#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/http_get.hpp"
 #include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 namespace {
 
@@ -711,6 +711,23 @@ TEST_CASE("the gRPC gateway serves over TLS", "[gateway][grpc][tls]") {
   v1::ListSagasResponse page;
   auto ctx = plain.context(5s);
   CHECK_CODE(plain.sagas->ListSagas(ctx.get(), {}, &page), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_CASE("the gRPC gateway takes its certificate, key and client CA as secrets (PEM "
+          "text)",
+          "[gateway][grpc][tls]") {
+  temp_dir dir;
+  auto certs = make_test_certs(dir.path());
+  auto secret = [](const std::filesystem::path& p) {
+    return "${file:" + p.string() + "}";
+  };
+  auto g =
+      start_gateway_node("a", {"--gateways.tls.cert_file", secret(certs.server_cert),
+                               "--gateways.tls.key_file", secret(certs.server_key),
+                               "--gateways.tls.client_ca_file", secret(certs.ca_cert)});
+  api_client with_cert{
+      g.grpc_port, grpc_tls_files{certs.ca_cert, certs.client_cert, certs.client_key}};
+  require_serving(with_cert);
 }
 
 TEST_CASE("with a client CA, only clients with a certificate it signed are served",

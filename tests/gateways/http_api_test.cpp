@@ -14,9 +14,9 @@
 
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/http_client.hpp"
-#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 namespace {
 
@@ -605,6 +605,15 @@ TEST_CASE("the HTTP gateway serves over TLS, and with a client CA only to client
     CHECK_FALSE(plain.get("/v1/sagas"));
     // The node still serves TLS after the plaintext attempt.
     CHECK(tls_api.get("/v1/sagas"));
+  }
+  SECTION("TLS with the certificate and key given as secrets, i.e. as PEM text") {
+    order_node node{
+        {"--gateways.tls.cert_file", "${file:" + certs.server_cert.string() + "}",
+         "--gateways.tls.key_file", "${file:" + certs.server_key.string() + "}"}};
+    http_client tls_api{node.port(), client_tls{certs.ca_cert, {}, {}}};
+    auto r = tls_api.get("/v1/sagas");
+    REQUIRE(r);
+    CHECK(r->status == 200);
   }
   SECTION("mTLS") {
     order_node node{{"--gateways.tls.cert_file", certs.server_cert.string(),

@@ -47,6 +47,9 @@ std::string new_correlation_id();
 
 namespace detail {
 
+/// Now on the clock call_context deadlines are read on, in nanoseconds.
+int64_t wall_now_ns() noexcept;
+
 /// The deadline as it travels: nanoseconds left (at least 1), -1 when it
 /// has passed, 0 for none.
 int64_t deadline_to_wire(int64_t deadline_ns) noexcept;

@@ -201,8 +201,6 @@ private:
 /// Whether requests are checked against their deadline on arrival: not
 /// under CAF's test coordinator, whose wall time is virtual.
 bool checks_deadlines(caf::actor_system& sys);
-/// Wall time in Unix nanoseconds (call_context deadlines on this node).
-int64_t wall_now_ns() noexcept;
 caf::error expired_error(const std::string& actor);
 caf::error no_quorum_error(const std::string& actor);
 
