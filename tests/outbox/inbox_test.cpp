@@ -1,4 +1,6 @@
 #include <chrono>
+#include <map>
+#include <memory>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -27,16 +29,15 @@ troupe::delivered_event shipment(std::string id, std::string order, int32_t qty)
   return d;
 }
 
-/// The consumer's state: units shipped per order, as a decimal string.
-auto count_units(troupe::test::events_fixture& f) {
-  return [&f](const order_shipped& ev, const troupe::delivered_event&,
-              troupe::outbox_transaction& tx) {
-    auto key = "shipped/" + ev.order_id;
-    // The handler runs on the consumer's actor; the test's store is read
-    // directly because this fixture's consumer keeps no cache.
-    auto current = f.db->get(store_column::state, key);
-    auto total = (current ? std::stoi(*current) : 0) + ev.quantity;
-    tx.put(key, std::to_string(total));
+/// The consumer's state: units shipped per order, kept by the handler (the
+/// consumer calls it one message at a time) and written with each message.
+auto count_units() {
+  auto totals = std::make_shared<std::map<std::string, int>>();
+  return [totals](const order_shipped& ev, const troupe::delivered_event&,
+                  troupe::outbox_transaction& tx) {
+    auto& total = (*totals)[ev.order_id];
+    total += ev.quantity;
+    tx.put("shipped/" + ev.order_id, std::to_string(total));
   };
 }
 
@@ -61,7 +62,7 @@ TEST_CASE("the inbox applies a message once and acknowledges its redelivery with
           "applying it") {
   troupe::test::events_fixture f;
   auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
-      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units(f));
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units());
   CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
   CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
   CHECK(deliver(f, consumer, shipment("node-a:2", "7", 5)));
@@ -76,7 +77,7 @@ TEST_CASE("processed ids expire after the inbox retention") {
   s.retention = 1ms;
   s.sweep_interval = 10ms;
   auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
-      *f.sys, f.store_handle, f.sequence, s, count_units(f));
+      *f.sys, f.store_handle, f.sequence, s, count_units());
   CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
   REQUIRE(troupe::test::eventually(
       [&] { return !f.db->get(store_column::inbox, "billing/node-a:1"); }));
@@ -90,7 +91,7 @@ TEST_CASE("a poison message goes to the dead-letter destination with its error a
           "next message is applied") {
   troupe::test::events_fixture f;
   auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
-      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units(f));
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units());
   auto poison = shipment("node-a:1", "7", 2);
   poison.event.payload = "\x01not an order";
   CHECK(deliver(f, consumer, poison));
