@@ -1,0 +1,337 @@
+#include <troupe/gateways/embedded_broker.hpp>
+
+#include <deque>
+#include <map>
+#include <set>
+#include <unordered_set>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <troupe/outbox/event_codec.hpp>
+#include <troupe/outbox/outbox_row.hpp>
+#include <troupe/runtime/store.hpp>
+
+namespace troupe {
+
+namespace {
+
+constexpr auto store_timeout = std::chrono::seconds(30);
+
+// The broker keeps its data in the state column under this prefix, so the
+// store needs no column family of its own for it.
+constexpr std::string_view log_prefix = "broker/log/";
+constexpr std::string_view head_prefix = "broker/head/";
+constexpr std::string_view offset_prefix = "broker/off/";
+constexpr std::string_view id_prefix = "broker/id/";
+
+struct broker_record {
+  int64_t appended_ms = 0;
+  outbound_event event;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, broker_record& x) {
+  return f(caf::meta::type_name("broker_record"), x.appended_ms, x.event);
+}
+
+std::string big_endian(uint64_t x) {
+  std::string out;
+  for (int i = 7; i >= 0; --i)
+    out.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
+  return out;
+}
+
+uint64_t from_big_endian(std::string_view s) {
+  uint64_t x = 0;
+  for (unsigned char c : s)
+    x = (x << 8) | c;
+  return x;
+}
+
+// Topic names end with a NUL in keys, so "a" never scans into "ab".
+std::string topic_log_prefix(const std::string& topic) {
+  std::string k{log_prefix};
+  k += topic;
+  k.push_back('\0');
+  return k;
+}
+
+std::string log_key(const std::string& topic, uint64_t seq) {
+  return topic_log_prefix(topic) + big_endian(seq);
+}
+
+std::string offset_key(const std::string& topic, const std::string& group) {
+  std::string k{offset_prefix};
+  k += topic;
+  k.push_back('\0');
+  return k + group;
+}
+
+std::string id_key(const std::string& topic, const std::string& id) {
+  std::string k{id_prefix};
+  k += topic;
+  k.push_back('\0');
+  return k + id;
+}
+
+std::pair<std::string, std::string> split_at_nul(std::string_view rest) {
+  auto nul = rest.find('\0');
+  if (nul == std::string_view::npos)
+    return {std::string{rest}, {}};
+  return {std::string{rest.substr(0, nul)}, std::string{rest.substr(nul + 1)}};
+}
+
+struct consumer_group {
+  uint64_t next = 0; ///< the offset to deliver next
+  std::vector<event_consumer_actor> members;
+  size_t turn = 0;
+  bool busy = false;
+  std::deque<delivered_event> fetched;
+};
+
+struct broker_state {
+  static inline const char* name = "embedded_broker";
+  // Declared, so C++20 does not take the state for an aggregate CAF could
+  // construct from the actor pointer.
+  broker_state() = default;
+  store_actor store;
+  embedded_broker_settings settings;
+  std::map<std::string, uint64_t> heads; ///< per topic: the next offset to append
+  std::map<std::pair<std::string, std::string>, uint64_t> committed;
+  std::map<std::string, std::unordered_set<std::string>> ids;
+  std::map<std::pair<std::string, std::string>, consumer_group> groups;
+  bool sweeping = false;
+};
+
+using broker_pointer = embedded_broker_actor::stateful_pointer<broker_state>;
+
+void deliver_next(broker_pointer self, const std::string& topic, const std::string& name);
+
+void fetch(broker_pointer self, const std::string& topic, const std::string& name) {
+  auto& g = self->state.groups[{topic, name}];
+  g.busy = true;
+  auto start_after = g.next == 0 ? std::string{} : log_key(topic, g.next - 1);
+  self->request(self->state.store, store_timeout, store_scan_atom::value,
+                store_column::state, topic_log_prefix(topic), std::move(start_after),
+                self->state.settings.fetch_size)
+      .then(
+          [=](scan_page& page) {
+            auto& g = self->state.groups[{topic, name}];
+            g.busy = false;
+            auto prefix_size = topic_log_prefix(topic).size();
+            for (auto& [key, value] : page.entries) {
+              auto rec = decode_event<broker_record>(value);
+              if (!rec)
+                continue;
+              delivered_event d;
+              d.topic = topic;
+              d.offset = from_big_endian(std::string_view{key}.substr(prefix_size));
+              d.event = std::move(rec->event);
+              if (d.offset >= g.next)
+                g.fetched.push_back(std::move(d));
+            }
+            if (!g.fetched.empty())
+              deliver_next(self, topic, name);
+          },
+          [=](caf::error& err) {
+            spdlog::warn("embedded broker: cannot read topic {}: {}", topic,
+                         self->system().render(err));
+            self->state.groups[{topic, name}].busy = false;
+            self->delayed_send(self, self->state.settings.redeliver_delay,
+                               broker_retry_atom::value, topic, name);
+          });
+}
+
+void deliver_next(broker_pointer self, const std::string& topic,
+                  const std::string& name) {
+  auto& g = self->state.groups[{topic, name}];
+  if (g.busy || g.members.empty())
+    return;
+  if (g.fetched.empty()) {
+    if (g.next < self->state.heads[topic])
+      fetch(self, topic, name);
+    return;
+  }
+  g.busy = true;
+  auto member = g.members[g.turn++ % g.members.size()];
+  auto d = g.fetched.front();
+  self->request(member, self->state.settings.deliver_timeout, deliver_atom::value, d)
+      .then(
+          [=](caf::ok_atom) {
+            auto& g = self->state.groups[{topic, name}];
+            g.busy = false;
+            if (!g.fetched.empty() && g.fetched.front().offset == d.offset)
+              g.fetched.pop_front();
+            g.next = d.offset + 1;
+            self->state.committed[{topic, name}] = g.next;
+            write_batch batch;
+            batch.put(store_column::state, offset_key(topic, name), big_endian(g.next));
+            // Not waited for: a lost offset commit only redelivers, which the
+            // consumer's inbox absorbs; the store applies commits in order.
+            self->request(self->state.store, store_timeout, store_commit_atom::value,
+                          std::move(batch))
+                .then([](caf::ok_atom) {},
+                      [=](caf::error& err) {
+                        spdlog::warn("embedded broker: cannot commit an offset of {}: {}",
+                                     name, self->system().render(err));
+                      });
+            deliver_next(self, topic, name);
+          },
+          [=](caf::error& err) {
+            auto& g = self->state.groups[{topic, name}];
+            g.busy = false;
+            if (err == caf::sec::request_receiver_down) {
+              auto& ms = g.members;
+              ms.erase(std::remove(ms.begin(), ms.end(), member), ms.end());
+            }
+            self->delayed_send(self, self->state.settings.redeliver_delay,
+                               broker_retry_atom::value, topic, name);
+          });
+}
+
+void sweep_topic(broker_pointer self, std::string topic, int64_t cutoff) {
+  self->request(self->state.store, store_timeout, store_scan_atom::value,
+                store_column::state, topic_log_prefix(topic), std::string{},
+                uint32_t{1024})
+      .then(
+          [=](scan_page& page) {
+            write_batch batch;
+            std::vector<std::string> gone;
+            for (auto& [key, value] : page.entries) {
+              auto rec = decode_event<broker_record>(value);
+              if (rec && rec->appended_ms >= cutoff)
+                break;
+              batch.erase(store_column::state, key);
+              if (rec) {
+                batch.erase(store_column::state, id_key(topic, rec->event.id));
+                gone.push_back(rec->event.id);
+              }
+            }
+            if (batch.empty()) {
+              self->state.sweeping = false;
+              return;
+            }
+            self->request(self->state.store, store_timeout, store_commit_atom::value,
+                          std::move(batch))
+                .then(
+                    [=](caf::ok_atom) {
+                      auto& ids = self->state.ids[topic];
+                      for (auto& id : gone)
+                        ids.erase(id);
+                      self->state.sweeping = false;
+                    },
+                    [=](caf::error&) { self->state.sweeping = false; });
+          },
+          [=](caf::error&) { self->state.sweeping = false; });
+}
+
+embedded_broker_actor::behavior_type
+embedded_broker(broker_pointer self, store_actor store, broker_state loaded) {
+  self->state = std::move(loaded);
+  self->state.store = std::move(store);
+  self->delayed_send(self, self->state.settings.sweep_interval, broker_sweep_atom::value);
+  return {
+      [=](publish_atom,
+          std::vector<outbound_event>& events) -> caf::result<std::vector<std::string>> {
+        auto& st = self->state;
+        auto now = unix_millis();
+        write_batch batch;
+        std::set<std::string> topics;
+        std::vector<std::pair<std::string, std::string>> added_ids;
+        for (auto& ev : events) {
+          auto& topic = ev.destination;
+          if (!st.ids[topic].insert(ev.id).second)
+            continue; // published before: acknowledged, not appended again
+          added_ids.emplace_back(topic, ev.id);
+          auto seq = st.heads[topic]++;
+          batch.put(store_column::state, id_key(topic, ev.id), big_endian(seq));
+          batch.put(store_column::state, log_key(topic, seq),
+                    encode_event(broker_record{now, ev}));
+          topics.insert(topic);
+        }
+        auto n = events.size();
+        if (batch.empty())
+          return std::vector<std::string>(n);
+        for (auto& t : topics)
+          batch.put(store_column::state, std::string{head_prefix} + t,
+                    big_endian(st.heads[t]));
+        auto rp = self->make_response_promise<std::vector<std::string>>();
+        self->request(st.store, store_timeout, store_commit_atom::value, std::move(batch))
+            .then(
+                [=](caf::ok_atom) mutable {
+                  rp.deliver(std::vector<std::string>(n));
+                  for (auto& [key, g] : self->state.groups)
+                    if (topics.count(key.first) > 0)
+                      deliver_next(self, key.first, key.second);
+                },
+                [=](caf::error& err) mutable {
+                  // Offsets taken stay unused (readers skip gaps); the ids
+                  // must go, or the retry would be taken for a duplicate.
+                  for (auto& [topic, id] : added_ids)
+                    self->state.ids[topic].erase(id);
+                  rp.deliver(std::vector<std::string>(n, "embedded broker: " +
+                                                             self->system().render(err)));
+                });
+        return rp;
+      },
+      [=](subscribe_atom, const std::string& topic, const std::string& name,
+          event_consumer_actor consumer) {
+        auto& st = self->state;
+        auto [it, fresh] = st.groups.try_emplace({topic, name});
+        if (fresh) {
+          auto c = st.committed.find({topic, name});
+          it->second.next = c == st.committed.end() ? 0 : c->second;
+        }
+        it->second.members.push_back(std::move(consumer));
+        deliver_next(self, topic, name);
+        return caf::ok_atom::value;
+      },
+      [=](broker_retry_atom, const std::string& topic, const std::string& name) {
+        deliver_next(self, topic, name);
+      },
+      [=](broker_sweep_atom) {
+        auto& st = self->state;
+        if (!st.sweeping && !st.heads.empty()) {
+          st.sweeping = true;
+          // One topic per sweep, in turn, keeps each sweep small.
+          auto cutoff = unix_millis() - st.settings.retention.count();
+          auto it = st.heads.begin();
+          std::advance(it, static_cast<long>(unix_millis() / 1000 %
+                                             static_cast<int64_t>(st.heads.size())));
+          sweep_topic(self, it->first, cutoff);
+        }
+        self->delayed_send(self, st.settings.sweep_interval, broker_sweep_atom::value);
+      },
+  };
+}
+
+} // namespace
+
+embedded_broker_actor spawn_embedded_broker(caf::actor_system& sys,
+                                            std::shared_ptr<store> db, store_actor store,
+                                            embedded_broker_settings settings) {
+  broker_state loaded;
+  loaded.settings = settings;
+  if (loaded.settings.fetch_size == 0)
+    loaded.settings.fetch_size = 1;
+  db->scan(store_column::state, head_prefix, {},
+           [&](std::string_view k, std::string_view v) {
+             loaded.heads[std::string{k.substr(head_prefix.size())}] = from_big_endian(v);
+             return true;
+           });
+  db->scan(store_column::state, offset_prefix, {},
+           [&](std::string_view k, std::string_view v) {
+             loaded.committed[split_at_nul(k.substr(offset_prefix.size()))] =
+                 from_big_endian(v);
+             return true;
+           });
+  db->scan(store_column::state, id_prefix, {}, [&](std::string_view k, std::string_view) {
+    auto [topic, id] = split_at_nul(k.substr(id_prefix.size()));
+    loaded.ids[topic].insert(id);
+    return true;
+  });
+  return sys.spawn(embedded_broker, std::move(store), std::move(loaded));
+}
+
+} // namespace troupe

@@ -1,0 +1,75 @@
+#pragma once
+
+// The broker-agnostic shape of one event on its way out and on its way in,
+// and the two actor interfaces every broker gateway implements: a publisher
+// (for the relay) and a consumer it delivers to (for subscribers).
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+namespace troupe {
+
+/// Header names every event carries.
+namespace event_headers {
+constexpr const char* content_type = "content-type";
+constexpr const char* event_type = "event-type";
+constexpr const char* correlation_id = "correlation-id";
+constexpr const char* traceparent = "traceparent";
+constexpr const char* error = "error"; ///< why a dead-lettered message failed
+} // namespace event_headers
+
+/// One event as brokers see it. `id` is unique per node and stable across
+/// re-publication, so brokers and inboxes dedupe on it.
+struct outbound_event {
+  std::string id;
+  std::string destination;
+  std::string key;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string payload;
+
+  /// The value of header `name`, or an empty string.
+  std::string header(const std::string& name) const;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, outbound_event& x) {
+  return f(caf::meta::type_name("outbound_event"), x.id, x.destination, x.key, x.headers,
+           x.payload);
+}
+
+/// An event handed to a consumer: where it came from and its position there.
+struct delivered_event {
+  std::string topic;
+  uint64_t offset = 0;
+  outbound_event event;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, delivered_event& x) {
+  return f(caf::meta::type_name("delivered_event"), x.topic, x.offset, x.event);
+}
+
+using publish_atom = caf::atom_constant<caf::atom("evpublish")>;
+using deliver_atom = caf::atom_constant<caf::atom("evdeliver")>;
+
+/// What the relay publishes through. The reply holds one entry per event, in
+/// order: empty when the broker acknowledged it durably, else the error.
+/// Contract: per key, an event is acknowledged only if every earlier event
+/// of the same key in the call was, so a failure never lets a later event
+/// of its key overtake it.
+using publisher_actor = caf::typed_actor<caf::replies_to<
+    publish_atom, std::vector<outbound_event>>::with<std::vector<std::string>>>;
+
+/// What a broker delivers to. Answering `ok` acknowledges the event (the
+/// broker then commits its offset); an error or no answer redelivers it.
+using event_consumer_actor =
+    caf::typed_actor<caf::replies_to<deliver_atom, delivered_event>::with<caf::ok_atom>>;
+
+} // namespace troupe

@@ -1,0 +1,165 @@
+#include <troupe/outbox/inbox.hpp>
+
+#include <set>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "outbox_metrics.hpp"
+
+namespace troupe {
+
+namespace {
+
+constexpr auto store_timeout = std::chrono::seconds(30);
+
+std::string big_endian(int64_t x) {
+  std::string out;
+  for (int i = 7; i >= 0; --i)
+    out.push_back(static_cast<char>((static_cast<uint64_t>(x) >> (8 * i)) & 0xff));
+  return out;
+}
+
+int64_t from_big_endian(std::string_view s) {
+  uint64_t x = 0;
+  for (unsigned char c : s)
+    x = (x << 8) | c;
+  return static_cast<int64_t>(x);
+}
+
+struct inbox_state {
+  static inline const char* name = "inbox_consumer";
+  // Declared, so C++20 does not take the state for an aggregate CAF could
+  // construct from the actor pointer.
+  inbox_state() = default;
+  store_actor store;
+  std::shared_ptr<outbox_sequence> sequence;
+  inbox_settings settings;
+  inbox_apply apply;
+  std::set<std::string> in_flight;
+  bool sweeping = false;
+
+  std::string prefix() const { return settings.consumer + "/"; }
+};
+
+using inbox_pointer = inbox_consumer_actor::stateful_pointer<inbox_state>;
+
+void sweep_page(inbox_pointer self, std::string start_after, int64_t cutoff) {
+  self->request(self->state.store, store_timeout, store_scan_atom::value,
+                store_column::inbox, self->state.prefix(), std::move(start_after),
+                uint32_t{1024})
+      .then(
+          [=](scan_page& page) {
+            write_batch batch;
+            for (auto& [key, value] : page.entries)
+              if (from_big_endian(value) < cutoff)
+                batch.erase(store_column::inbox, key);
+            auto next = page.more && !page.entries.empty() ? page.entries.back().first
+                                                           : std::string{};
+            auto go_on = [=] {
+              if (next.empty())
+                self->state.sweeping = false;
+              else
+                sweep_page(self, next, cutoff);
+            };
+            if (batch.empty()) {
+              go_on();
+              return;
+            }
+            self->request(self->state.store, store_timeout, store_commit_atom::value,
+                          std::move(batch))
+                .then([=](caf::ok_atom) { go_on(); },
+                      [=](caf::error&) { self->state.sweeping = false; });
+          },
+          [=](caf::error&) { self->state.sweeping = false; });
+}
+
+inbox_consumer_actor::behavior_type
+inbox_consumer(inbox_pointer self, store_actor store,
+               std::shared_ptr<outbox_sequence> sequence, inbox_settings settings,
+               inbox_apply apply) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.sequence = std::move(sequence);
+  st.settings = std::move(settings);
+  st.apply = std::move(apply);
+  if (st.settings.dead_letter_destination.empty())
+    st.settings.dead_letter_destination = st.settings.consumer + ".dead-letters";
+  self->send(self, inbox_sweep_atom::value);
+  return {
+      [=](deliver_atom, delivered_event& d) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        const auto& id = d.event.id;
+        // A redelivery racing its own first delivery: let the broker retry it
+        // once the first is recorded.
+        if (!st.in_flight.insert(id).second)
+          return caf::make_error(caf::sec::request_timeout);
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        auto key = st.prefix() + id;
+        self->request(st.store, store_timeout, store_get_atom::value, store_column::inbox,
+                      key)
+            .then(
+                [=](const caf::optional<std::string>& seen) mutable {
+                  auto& st = self->state;
+                  if (seen) {
+                    outbox_metrics::instance().inbox_duplicates->Increment();
+                    st.in_flight.erase(d.event.id);
+                    rp.deliver(caf::ok_atom::value);
+                    return;
+                  }
+                  outbox_transaction tx{st.sequence};
+                  auto error = st.apply(d, tx);
+                  if (!error.empty()) {
+                    // Poison: whatever the handler wrote is dropped; the
+                    // message itself moves on to the dead-letter destination.
+                    outbox_metrics::instance().inbox_poison->Increment();
+                    spdlog::warn("inbox {}: message {} from {} is poison: {}",
+                                 st.settings.consumer, d.event.id, d.topic, error);
+                    tx = outbox_transaction{st.sequence};
+                    tx.emit_encoded(st.settings.dead_letter_destination, d.event.key,
+                                    d.event.header(event_headers::event_type),
+                                    d.event.payload,
+                                    {{event_headers::error, error},
+                                     {"original-id", d.event.id},
+                                     {"original-topic", d.topic}});
+                  }
+                  tx.batch().put(store_column::inbox, key, big_endian(unix_millis()));
+                  self->request(st.store, store_timeout, store_commit_atom::value,
+                                std::move(tx).take())
+                      .then(
+                          [=](caf::ok_atom) mutable {
+                            self->state.in_flight.erase(d.event.id);
+                            rp.deliver(caf::ok_atom::value);
+                          },
+                          [=](caf::error& err) mutable {
+                            self->state.in_flight.erase(d.event.id);
+                            rp.deliver(std::move(err));
+                          });
+                },
+                [=](caf::error& err) mutable {
+                  self->state.in_flight.erase(d.event.id);
+                  rp.deliver(std::move(err));
+                });
+        return rp;
+      },
+      [=](inbox_sweep_atom) {
+        auto& st = self->state;
+        if (!st.sweeping) {
+          st.sweeping = true;
+          sweep_page(self, "", unix_millis() - st.settings.retention.count());
+        }
+        self->delayed_send(self, st.settings.sweep_interval, inbox_sweep_atom::value);
+      },
+  };
+}
+
+} // namespace
+
+inbox_consumer_actor spawn_inbox_consumer(caf::actor_system& sys, store_actor store,
+                                          std::shared_ptr<outbox_sequence> sequence,
+                                          inbox_settings settings, inbox_apply apply) {
+  return sys.spawn(inbox_consumer, std::move(store), std::move(sequence),
+                   std::move(settings), std::move(apply));
+}
+
+} // namespace troupe

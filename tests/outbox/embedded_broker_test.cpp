@@ -1,0 +1,131 @@
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <troupe/gateways/embedded_broker.hpp>
+
+#include "outbox/events_fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+troupe::outbound_event event(std::string id, std::string key) {
+  troupe::outbound_event ev;
+  ev.id = std::move(id);
+  ev.destination = "orders.shipped";
+  ev.key = std::move(key);
+  ev.payload = "payload of " + ev.id;
+  return ev;
+}
+
+std::vector<std::string> publish(troupe::test::events_fixture& f,
+                                 const troupe::embedded_broker_actor& broker,
+                                 std::vector<troupe::outbound_event> events) {
+  caf::scoped_actor self{*f.sys};
+  std::vector<std::string> acks;
+  self->request(broker, 5s, troupe::publish_atom::value, std::move(events))
+      .receive([&](std::vector<std::string>& a) { acks = std::move(a); },
+               [](caf::error&) { FAIL("publish failed"); });
+  return acks;
+}
+
+void subscribe(troupe::test::events_fixture& f,
+               const troupe::embedded_broker_actor& broker, std::string group,
+               const troupe::event_consumer_actor& consumer) {
+  caf::scoped_actor self{*f.sys};
+  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
+                std::move(group), consumer)
+      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+}
+
+} // namespace
+
+TEST_CASE("a consumer group's committed offset survives a broker restart") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  CHECK(publish(f, broker, {event("n:1", "a"), event("n:2", "b"), event("n:3", "a")}) ==
+        std::vector<std::string>(3));
+  auto first = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, first);
+  subscribe(f, broker, "audit", consumer);
+  REQUIRE(first->wait_for(3));
+  f.stop(broker);
+  f.stop(consumer);
+  // The store answers in order: once this commit is answered, the offset
+  // commits sent before it are durable too.
+  troupe::write_batch marker;
+  marker.put(troupe::store_column::state, "test/marker", "1");
+  f.commit(std::move(marker));
+
+  broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  CHECK(publish(f, broker, {event("n:4", "a")}) == std::vector<std::string>(1));
+  auto second = std::make_shared<troupe::test::received_events>();
+  consumer = f.sys->spawn(troupe::test::recording_consumer, second);
+  subscribe(f, broker, "audit", consumer);
+  REQUIRE(second->wait_for(1));
+  auto got = second->snapshot();
+  CHECK(got[0].event.id == "n:4");
+  CHECK(got[0].offset == 3);
+  // A new group starts at the oldest retained message.
+  auto third = std::make_shared<troupe::test::received_events>();
+  auto other = f.sys->spawn(troupe::test::recording_consumer, third);
+  subscribe(f, broker, "search", other);
+  REQUIRE(third->wait_for(4));
+  CHECK(third->snapshot()[0].event.id == "n:1");
+  CHECK(second->snapshot().size() == 1);
+  f.stop(broker);
+  f.stop(consumer);
+  f.stop(other);
+}
+
+TEST_CASE("the embedded broker acknowledges a re-published message id without appending "
+          "it again, also after a restart") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  CHECK(publish(f, broker, {event("n:1", "a"), event("n:1", "a")}) ==
+        std::vector<std::string>(2));
+  f.stop(broker);
+  broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  CHECK(publish(f, broker, {event("n:1", "a"), event("n:2", "a")}) ==
+        std::vector<std::string>(2));
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  subscribe(f, broker, "audit", consumer);
+  REQUIRE(seen->wait_for(2));
+  // The next publish wakes the group; it must not bring a third copy of n:1.
+  CHECK(publish(f, broker, {event("n:3", "a")}) == std::vector<std::string>(1));
+  REQUIRE(seen->wait_for(3));
+  auto got = seen->snapshot();
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].event.id == "n:1");
+  CHECK(got[1].event.id == "n:2");
+  CHECK(got[2].event.id == "n:3");
+  f.stop(broker);
+  f.stop(consumer);
+}
+
+TEST_CASE("competing consumers of one group share a topic and each message reaches one "
+          "of them") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto one = f.sys->spawn(troupe::test::recording_consumer, seen);
+  auto two = f.sys->spawn(troupe::test::recording_consumer, seen);
+  subscribe(f, broker, "workers", one);
+  subscribe(f, broker, "workers", two);
+  std::vector<troupe::outbound_event> events;
+  for (int i = 0; i < 10; ++i)
+    events.push_back(event("n:" + std::to_string(i), "k" + std::to_string(i % 3)));
+  publish(f, broker, events);
+  REQUIRE(seen->wait_for(10));
+  auto got = seen->snapshot();
+  REQUIRE(got.size() == 10);
+  for (size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i].offset == i);
+  f.stop(broker);
+  f.stop(one);
+  f.stop(two);
+}

@@ -1,0 +1,111 @@
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+#include <troupe/outbox/inbox.hpp>
+
+#include "outbox/events_fixture.hpp"
+#include "outbox/test_events.hpp"
+
+using namespace std::chrono_literals;
+using troupe::store_column;
+using troupe::test::order_shipped;
+
+namespace {
+
+troupe::delivered_event shipment(std::string id, std::string order, int32_t qty) {
+  troupe::delivered_event d;
+  d.topic = "orders.shipped";
+  d.event.id = std::move(id);
+  d.event.destination = "orders.shipped";
+  d.event.key = order;
+  d.event.headers = {
+      {troupe::event_headers::content_type, troupe::caf_binary_content_type},
+      {troupe::event_headers::event_type, "order_shipped"}};
+  d.event.payload = troupe::encode_event(order_shipped{order, qty});
+  return d;
+}
+
+/// The consumer's state: units shipped per order, kept by the handler (the
+/// consumer calls it one message at a time) and written with each message.
+auto count_units() {
+  auto totals = std::make_shared<std::map<std::string, int>>();
+  return [totals](const order_shipped& ev, const troupe::delivered_event&,
+                  troupe::outbox_transaction& tx) {
+    auto& total = (*totals)[ev.order_id];
+    total += ev.quantity;
+    tx.put("shipped/" + ev.order_id, std::to_string(total));
+  };
+}
+
+bool deliver(troupe::test::events_fixture& f, const troupe::inbox_consumer_actor& c,
+             troupe::delivered_event d) {
+  caf::scoped_actor self{*f.sys};
+  bool ok = false;
+  self->request(c, 5s, troupe::deliver_atom::value, std::move(d))
+      .receive([&](caf::ok_atom) { ok = true; }, [](caf::error&) {});
+  return ok;
+}
+
+troupe::inbox_settings settings_for(std::string consumer) {
+  troupe::inbox_settings s;
+  s.consumer = std::move(consumer);
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("the inbox applies a message once and acknowledges its redelivery without "
+          "applying it") {
+  troupe::test::events_fixture f;
+  auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units());
+  CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
+  CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
+  CHECK(deliver(f, consumer, shipment("node-a:2", "7", 5)));
+  CHECK(f.db->get(store_column::state, "shipped/7") == std::optional<std::string>{"7"});
+  CHECK(f.db->get(store_column::inbox, "billing/node-a:1"));
+  f.stop(consumer);
+}
+
+TEST_CASE("processed ids expire after the inbox retention") {
+  troupe::test::events_fixture f;
+  auto s = settings_for("billing");
+  s.retention = 1ms;
+  s.sweep_interval = 10ms;
+  auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, s, count_units());
+  CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
+  REQUIRE(troupe::test::eventually(
+      [&] { return !f.db->get(store_column::inbox, "billing/node-a:1"); }));
+  // Past the retention the id is forgotten, so the same id applies again.
+  CHECK(deliver(f, consumer, shipment("node-a:1", "7", 2)));
+  CHECK(f.db->get(store_column::state, "shipped/7") == std::optional<std::string>{"4"});
+  f.stop(consumer);
+}
+
+TEST_CASE("a poison message goes to the dead-letter destination with its error and the "
+          "next message is applied") {
+  troupe::test::events_fixture f;
+  auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"), count_units());
+  auto poison = shipment("node-a:1", "7", 2);
+  poison.event.payload = "\x01not an order";
+  CHECK(deliver(f, consumer, poison));
+  CHECK(deliver(f, consumer, shipment("node-a:2", "7", 5)));
+  CHECK(f.db->get(store_column::state, "shipped/7") == std::optional<std::string>{"5"});
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].event.destination == "billing.dead-letters");
+  CHECK(rows[0].event.payload == poison.event.payload);
+  CHECK(rows[0].event.header(troupe::event_headers::error) ==
+        "payload is not a valid order_shipped");
+  CHECK(rows[0].event.header("original-id") == "node-a:1");
+  // The poison id is recorded too: its redelivery is not dead-lettered twice.
+  CHECK(deliver(f, consumer, poison));
+  CHECK(f.rows(store_column::outbox).size() == 1);
+  f.stop(consumer);
+}

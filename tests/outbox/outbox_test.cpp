@@ -1,0 +1,195 @@
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <troupe/gateways/embedded_broker.hpp>
+#include <troupe/outbox/outbox_transaction.hpp>
+#include <troupe/outbox/relay.hpp>
+
+#include "outbox/events_fixture.hpp"
+#include "outbox/test_events.hpp"
+
+using namespace std::chrono_literals;
+using troupe::store_column;
+using troupe::test::order_shipped;
+
+namespace {
+
+troupe::relay_settings fast_relay(uint32_t max_attempts = 10) {
+  troupe::relay_settings s;
+  s.batch_size = 64;
+  s.poll_interval = 20ms;
+  s.max_attempts = max_attempts;
+  s.backoff.initial = 20ms;
+  s.backoff.max = 50ms;
+  s.publish_timeout = 5s;
+  return s;
+}
+
+void emit_shipments(troupe::test::events_fixture& f,
+                    const std::vector<std::pair<std::string, int32_t>>& rows) {
+  for (auto& [key, qty] : rows) {
+    troupe::outbox_transaction tx{f.sequence};
+    tx.put("order/" + key + "/" + std::to_string(qty), "shipped");
+    tx.emit("orders.shipped", key, order_shipped{key, qty});
+    f.commit(std::move(tx).take());
+  }
+}
+
+} // namespace
+
+TEST_CASE("an outbox transaction commits the state change and its event in one batch") {
+  troupe::test::events_fixture f;
+  troupe::outbox_transaction tx{f.sequence};
+  tx.put("order/7", "shipped");
+  tx.emit("orders.shipped", "7", order_shipped{"7", 3});
+  auto batch = std::move(tx).take();
+  REQUIRE(batch.ops.size() == 2);
+  CHECK(batch.ops[0].column == store_column::state);
+  CHECK(batch.ops[1].column == store_column::outbox);
+  f.commit(std::move(batch));
+
+  CHECK(f.db->get(store_column::state, "order/7") ==
+        std::optional<std::string>{"shipped"});
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 1);
+  auto& ev = rows[0].event;
+  CHECK(ev.destination == "orders.shipped");
+  CHECK(ev.key == "7");
+  CHECK(ev.header(troupe::event_headers::content_type) == "application/x-troupe-caf");
+  CHECK(ev.header(troupe::event_headers::event_type) == "order_shipped");
+  auto decoded = troupe::decode_event<order_shipped>(ev.payload);
+  REQUIRE(decoded);
+  CHECK(decoded->order_id == "7");
+  CHECK(decoded->quantity == 3);
+  CHECK(rows[0].attempts == 0);
+}
+
+TEST_CASE("outbox row keys sort in emit order and message ids differ after a restart") {
+  troupe::test::events_fixture f;
+  auto first = f.sequence->next();
+  auto second = f.sequence->next();
+  CHECK(troupe::outbox_row_key(first) < troupe::outbox_row_key(second));
+  auto before = f.sequence->message_id(second);
+  auto reopened = troupe::outbox_sequence::open(*f.db, "node-a");
+  auto after = reopened->next();
+  CHECK(troupe::outbox_row_key(second) < troupe::outbox_row_key(after));
+  CHECK(reopened->message_id(after) != before);
+}
+
+TEST_CASE("the relay publishes rows of one key in commit order while the publisher fails "
+          "that key, and other keys pass") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  {
+    caf::scoped_actor self{*f.sys};
+    self->request(broker, 5s, troupe::subscribe_atom::value,
+                  std::string{"orders.shipped"}, std::string{"audit"}, consumer)
+        .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+  }
+  emit_shipments(f, {{"a", 1}, {"b", 1}, {"a", 2}, {"b", 2}, {"a", 3}});
+  auto flaky = f.sys->spawn(troupe::test::failing_publisher,
+                            troupe::publisher_actor{broker}, std::string{"a"}, 3);
+  auto relay = troupe::spawn_relay(*f.sys, f.store_handle, flaky, fast_relay());
+
+  REQUIRE(seen->wait_for(5));
+  std::map<std::string, std::vector<int32_t>> per_key;
+  std::vector<std::string> keys;
+  for (auto& d : seen->snapshot()) {
+    auto ev = troupe::decode_event<order_shipped>(d.event.payload);
+    REQUIRE(ev);
+    per_key[d.event.key].push_back(ev->quantity);
+    keys.push_back(d.event.key);
+  }
+  CHECK(per_key["a"] == std::vector<int32_t>{1, 2, 3});
+  CHECK(per_key["b"] == std::vector<int32_t>{1, 2});
+  // Key b was not held back by a's failures.
+  CHECK(keys[0] == "b");
+  CHECK(keys[1] == "b");
+  CHECK(troupe::test::eventually([&] { return f.rows(store_column::outbox).empty(); }));
+  f.stop(relay);
+  f.stop(broker);
+}
+
+TEST_CASE("a restarted relay keeps a failing row's persisted attempts and next attempt "
+          "time") {
+  troupe::test::events_fixture f;
+  emit_shipments(f, {{"a", 1}});
+  auto always_failing = f.sys->spawn(troupe::test::failing_publisher,
+                                     troupe::publisher_actor{}, std::string{}, -1);
+  auto relay =
+      troupe::spawn_relay(*f.sys, f.store_handle, always_failing, fast_relay(100));
+  REQUIRE(troupe::test::eventually([&] {
+    auto rows = f.rows(store_column::outbox);
+    return rows.size() == 1 && rows[0].attempts >= 2;
+  }));
+  f.stop(relay);
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 1);
+  auto attempts = rows[0].attempts;
+  CHECK(rows[0].next_attempt_ms > rows[0].committed_ms);
+  CHECK(rows[0].last_error == "injected failure");
+
+  relay = troupe::spawn_relay(*f.sys, f.store_handle, always_failing, fast_relay(100));
+  REQUIRE(troupe::test::eventually([&] {
+    auto rows = f.rows(store_column::outbox);
+    return rows.size() == 1 && rows[0].attempts > attempts;
+  }));
+  // It counts on from the persisted attempts, it does not start over.
+  CHECK(f.rows(store_column::outbox)[0].attempts >= attempts + 1);
+  f.stop(relay);
+  f.stop(always_failing);
+}
+
+TEST_CASE("a row past max_attempts moves to dead letters with its last error and is "
+          "re-driven by the admin message") {
+  troupe::test::events_fixture f;
+  emit_shipments(f, {{"a", 1}, {"b", 1}});
+  auto fail_a = f.sys->spawn(troupe::test::failing_publisher, troupe::publisher_actor{},
+                             std::string{"a"}, -1);
+  auto relay = troupe::spawn_relay(*f.sys, f.store_handle, fail_a, fast_relay(3));
+  REQUIRE(troupe::test::eventually(
+      [&] { return f.rows(store_column::dead_letters).size() == 1; }));
+  caf::scoped_actor self{*f.sys};
+  std::vector<troupe::outbox_row> listed;
+  self->request(relay, 5s, troupe::list_dead_letters_atom::value, uint32_t{10})
+      .receive([&](std::vector<troupe::outbox_row>& rows) { listed = std::move(rows); },
+               [](caf::error&) { FAIL("listing dead letters failed"); });
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].event.key == "a");
+  CHECK(listed[0].attempts == 3);
+  CHECK(listed[0].last_error == "injected failure");
+  f.stop(relay);
+  f.stop(fail_a);
+
+  // Re-driven through a working broker, the row is published.
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
+                std::string{"audit"}, consumer)
+      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+  relay = troupe::spawn_relay(*f.sys, f.store_handle, broker, fast_relay(3));
+  uint32_t moved = 0;
+  self->request(relay, 5s, troupe::redrive_atom::value, listed[0].event.id)
+      .receive([&](uint32_t n) { moved = n; },
+               [](caf::error&) { FAIL("redrive failed"); });
+  CHECK(moved == 1);
+  REQUIRE(seen->wait_for(1));
+  auto got = seen->snapshot();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].event.id == listed[0].event.id);
+  CHECK(f.rows(store_column::dead_letters).empty());
+  self->request(relay, 5s, troupe::redrive_all_atom::value)
+      .receive([&](uint32_t n) { moved = n; },
+               [](caf::error&) { FAIL("redrive failed"); });
+  CHECK(moved == 0);
+  f.stop(relay);
+  f.stop(broker);
+}
