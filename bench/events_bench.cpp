@@ -81,7 +81,7 @@ double relay_rate(caf::actor_system& sys, size_t rows, const std::string& payloa
   auto db = troupe::store::open(s);
   auto store = troupe::spawn_store_actor(sys, db);
   auto sequence = troupe::outbox_sequence::open(*db, "bench");
-  auto broker = troupe::spawn_embedded_broker(sys, db, store);
+  auto broker = troupe::spawn_embedded_broker(sys, store);
   troupe::relay_settings rs;
   rs.poll_interval = milliseconds(1);
   auto relay = troupe::spawn_relay(sys, store, broker, rs);

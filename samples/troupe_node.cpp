@@ -1,6 +1,7 @@
 // troupe-node: the stock node, written the way any user's node is written.
 // Which of its services a process runs is configuration (services.enabled).
 
+#include <troupe/gateways/event_bus.hpp>
 #include <troupe/gateways/gateways.hpp>
 #include <troupe/runtime/node.hpp>
 #include <troupe/sagas/saga_manager.hpp>
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   troupe::add_sagas(node, {orders::order_processing(), greeter::greeting_saga()});
   // The public API (gRPC and HTTP) runs where services.enabled names "gateway".
   troupe::gateways::add_gateways(node, samples::sample_api());
+  // The outbox relay and the embedded broker run where services.enabled names "events".
+  troupe::gateways::add_event_bus(node);
   node.actor("orders_client", orders::spawn_orders_client,
              troupe::restart_policy::transient);
   node.actor("orders_auditor", orders::spawn_auditor, troupe::restart_policy::temporary);

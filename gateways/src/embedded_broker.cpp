@@ -226,11 +226,56 @@ void sweep_topic(broker_pointer self, std::string topic, int64_t cutoff) {
           [=](caf::error&) { self->state.sweeping = false; });
 }
 
-embedded_broker_actor::behavior_type
-embedded_broker(broker_pointer self, store_actor store, broker_state loaded) {
-  self->state = std::move(loaded);
+// Which part of the broker's persisted state a load step reads.
+enum class load_phase { heads, offsets, ids, done };
+
+// Reads the topics, committed offsets and known ids page by page through
+// the store actor. `await` holds every other message until the last page
+// is in, so no publish or subscription sees a half-loaded broker.
+void load_step(broker_pointer self, load_phase phase, std::string start_after) {
+  if (phase == load_phase::done) {
+    self->delayed_send(self, self->state.settings.sweep_interval,
+                       broker_sweep_atom::value);
+    return;
+  }
+  std::string_view prefix = phase == load_phase::heads     ? head_prefix
+                            : phase == load_phase::offsets ? offset_prefix
+                                                           : id_prefix;
+  self->request(self->state.store, store_timeout, store_scan_atom::value,
+                store_column::state, std::string{prefix}, std::move(start_after),
+                uint32_t{1024})
+      .await(
+          [=](scan_page& page) {
+            auto& st = self->state;
+            for (auto& [k, v] : page.entries) {
+              auto rest = std::string_view{k}.substr(prefix.size());
+              if (phase == load_phase::heads)
+                st.heads[std::string{rest}] = from_big_endian(v);
+              else if (phase == load_phase::offsets)
+                st.committed[split_at_nul(rest)] = from_big_endian(v);
+              else {
+                auto [topic, id] = split_at_nul(rest);
+                st.ids[topic].insert(id);
+              }
+            }
+            if (page.more && !page.entries.empty())
+              load_step(self, phase, page.entries.back().first);
+            else
+              load_step(self, static_cast<load_phase>(static_cast<int>(phase) + 1), {});
+          },
+          [=](caf::error& err) {
+            spdlog::error("embedded broker: cannot load its topics: {}",
+                          self->system().render(err));
+            self->quit(err);
+          });
+}
+
+embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
+                                                     store_actor store,
+                                                     embedded_broker_settings settings) {
+  self->state.settings = settings;
   self->state.store = std::move(store);
-  self->delayed_send(self, self->state.settings.sweep_interval, broker_sweep_atom::value);
+  load_step(self, load_phase::heads, {});
   return {
       [=](publish_atom,
           std::vector<outbound_event>& events) -> caf::result<std::vector<std::string>> {
@@ -308,30 +353,11 @@ embedded_broker(broker_pointer self, store_actor store, broker_state loaded) {
 
 } // namespace
 
-embedded_broker_actor spawn_embedded_broker(caf::actor_system& sys,
-                                            std::shared_ptr<store> db, store_actor store,
+embedded_broker_actor spawn_embedded_broker(caf::actor_system& sys, store_actor store,
                                             embedded_broker_settings settings) {
-  broker_state loaded;
-  loaded.settings = settings;
-  if (loaded.settings.fetch_size == 0)
-    loaded.settings.fetch_size = 1;
-  db->scan(store_column::state, head_prefix, {},
-           [&](std::string_view k, std::string_view v) {
-             loaded.heads[std::string{k.substr(head_prefix.size())}] = from_big_endian(v);
-             return true;
-           });
-  db->scan(store_column::state, offset_prefix, {},
-           [&](std::string_view k, std::string_view v) {
-             loaded.committed[split_at_nul(k.substr(offset_prefix.size()))] =
-                 from_big_endian(v);
-             return true;
-           });
-  db->scan(store_column::state, id_prefix, {}, [&](std::string_view k, std::string_view) {
-    auto [topic, id] = split_at_nul(k.substr(id_prefix.size()));
-    loaded.ids[topic].insert(id);
-    return true;
-  });
-  return sys.spawn(embedded_broker, std::move(store), std::move(loaded));
+  if (settings.fetch_size == 0)
+    settings.fetch_size = 1;
+  return sys.spawn(embedded_broker, std::move(store), settings);
 }
 
 } // namespace troupe

@@ -32,6 +32,13 @@ std::string event_bus_settings::broker_for(const std::string& destination) const
   return "embedded";
 }
 
+std::string event_bus_settings::route_for(const std::string& destination) const {
+  for (auto& r : routes)
+    if (matches(r.pattern, destination))
+      return r.pattern;
+  return "*";
+}
+
 const std::vector<std::string>& known_brokers() {
   // Kafka and NATS join this list with their gateways.
   static const std::vector<std::string> names{"embedded"};
@@ -89,19 +96,25 @@ event_bus_settings event_bus_settings_from(const config& cfg) {
     auto eq = entry.find('=');
     if (eq == std::string::npos)
       throw config_error("events.routes",
-                         "'" + entry +
+                         "events.routes: '" + entry +
                              "' is not \"pattern=broker\" (e.g. orders.*=embedded)");
     event_route r{trim(entry.substr(0, eq)), trim(entry.substr(eq + 1))};
     if (r.pattern.empty())
-      throw config_error("events.routes", "'" + entry + "' has an empty pattern");
+      throw config_error("events.routes",
+                         "events.routes: '" + entry + "' has an empty pattern");
     if (auto star = r.pattern.find('*');
         star != std::string::npos && star + 1 != r.pattern.size())
-      throw config_error("events.routes", "'" + entry + "': '*' may only end a pattern");
+      throw config_error("events.routes",
+                         "events.routes: '" + entry + "': '*' may only end a pattern");
     auto& known = known_brokers();
-    if (std::find(known.begin(), known.end(), r.broker) == known.end())
-      throw config_error("events.routes", "'" + entry + "' names broker '" + r.broker +
-                                              "', which this build does not have "
-                                              "(known: embedded)");
+    if (std::find(known.begin(), known.end(), r.broker) == known.end()) {
+      std::string names;
+      for (auto& k : known)
+        names += (names.empty() ? "" : ", ") + k;
+      throw config_error("events.routes",
+                         "events.routes: '" + entry + "' names broker '" + r.broker +
+                             "', which this build does not have (known: " + names + ")");
+    }
     out.routes.push_back(std::move(r));
   }
   auto& rs = out.relay;

@@ -231,6 +231,11 @@ node& node::only_when_named(std::string name) {
   return *this;
 }
 
+node& node::on_store_open(std::function<void(store&, const config&)> hook) {
+  store_hooks_.push_back(std::move(hook));
+  return *this;
+}
+
 node& node::needs_store(std::string name) {
   store_users_.push_back(std::move(name));
   return *this;
@@ -487,7 +492,9 @@ int node::run(int argc, char** argv) {
       ss.max_batch_bytes = static_cast<size_t>(cfg.get_int("store.max_batch_bytes"));
       try {
         db = store::open(ss);
-      } catch (const store_error& e) {
+        for (auto& hook : store_hooks_)
+          hook(*db, cfg);
+      } catch (const std::exception& e) {
         std::cerr << program_ << ": " << e.what() << "\n";
         return 1;
       }

@@ -11,6 +11,8 @@ namespace {
 std::mutex probe_mtx;
 std::shared_ptr<const std::function<bool()>> probe;
 std::atomic<bool> quorum{true};
+std::mutex details_mtx;
+std::map<std::string, std::string> details;
 
 } // namespace
 
@@ -34,6 +36,19 @@ bool node_has_quorum() noexcept {
 
 void set_node_quorum(bool has_quorum) noexcept {
   quorum.store(has_quorum, std::memory_order_relaxed);
+}
+
+void set_readiness_detail(const std::string& subject, std::string state) {
+  std::lock_guard<std::mutex> guard{details_mtx};
+  if (state.empty())
+    details.erase(subject);
+  else
+    details[subject] = std::move(state);
+}
+
+std::map<std::string, std::string> readiness_details() {
+  std::lock_guard<std::mutex> guard{details_mtx};
+  return details;
 }
 
 } // namespace troupe

@@ -13,6 +13,7 @@
 
 #include <troupe/runtime/detail/accept_loop.hpp>
 #include <troupe/runtime/detail/tcp_listen.hpp>
+#include <troupe/runtime/readiness.hpp>
 
 namespace troupe {
 
@@ -67,8 +68,11 @@ private:
       respond(http::status::ok, "text/plain", "ok\n", keep_alive);
     } else if (target == "/readyz") {
       bool ready = handlers_.ready && handlers_.ready();
+      std::string body = ready ? "ready\n" : "not ready\n";
+      for (auto& [subject, state] : readiness_details())
+        body += subject + ": " + state + "\n";
       respond(ready ? http::status::ok : http::status::service_unavailable, "text/plain",
-              ready ? "ready\n" : "not ready\n", keep_alive);
+              std::move(body), keep_alive);
     } else if (target == "/metrics" && handlers_.metrics_text) {
       respond(http::status::ok, "text/plain; version=0.0.4", handlers_.metrics_text(),
               keep_alive);

@@ -45,7 +45,7 @@ void subscribe(troupe::test::events_fixture& f,
 
 TEST_CASE("a consumer group's committed offset survives a broker restart") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   CHECK(publish(f, broker, {event("n:1", "a"), event("n:2", "b"), event("n:3", "a")}) ==
         std::vector<std::string>(3));
   auto first = std::make_shared<troupe::test::received_events>();
@@ -60,7 +60,7 @@ TEST_CASE("a consumer group's committed offset survives a broker restart") {
   marker.put(troupe::store_column::state, "test/marker", "1");
   f.commit(std::move(marker));
 
-  broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   CHECK(publish(f, broker, {event("n:4", "a")}) == std::vector<std::string>(1));
   auto second = std::make_shared<troupe::test::received_events>();
   consumer = f.sys->spawn(troupe::test::recording_consumer, second);
@@ -84,11 +84,11 @@ TEST_CASE("a consumer group's committed offset survives a broker restart") {
 TEST_CASE("the embedded broker acknowledges a re-published message id without appending "
           "it again, also after a restart") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   CHECK(publish(f, broker, {event("n:1", "a"), event("n:1", "a")}) ==
         std::vector<std::string>(2));
   f.stop(broker);
-  broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   CHECK(publish(f, broker, {event("n:1", "a"), event("n:2", "a")}) ==
         std::vector<std::string>(2));
   auto seen = std::make_shared<troupe::test::received_events>();
@@ -110,7 +110,7 @@ TEST_CASE("the embedded broker acknowledges a re-published message id without ap
 TEST_CASE("competing consumers of one group share a topic and each message reaches one "
           "of them") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   auto seen = std::make_shared<troupe::test::received_events>();
   auto one = f.sys->spawn(troupe::test::recording_consumer, seen);
   auto two = f.sys->spawn(troupe::test::recording_consumer, seen);

@@ -28,7 +28,7 @@ TEST_CASE("events committed with state changes reach an inbox consumer once, eve
     committed.push_back(troupe::decode_outbox_row(batch.ops.back().value)->event);
     f.commit(std::move(batch));
   }
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   troupe::inbox_settings s;
   s.consumer = "billing";
   auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(

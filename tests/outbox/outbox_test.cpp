@@ -84,7 +84,7 @@ TEST_CASE("outbox row keys sort in emit order and message ids differ after a res
 TEST_CASE("the relay publishes rows of one key in commit order while the publisher fails "
           "that key, and other keys pass") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   auto seen = std::make_shared<troupe::test::received_events>();
   auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
   {
@@ -169,7 +169,7 @@ TEST_CASE("a row past max_attempts moves to dead letters with its last error and
   f.stop(fail_a);
 
   // Re-driven through a working broker, the row is published.
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.db, f.store_handle);
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
   auto seen = std::make_shared<troupe::test::received_events>();
   auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
   self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},

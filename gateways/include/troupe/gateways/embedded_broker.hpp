@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <memory>
 #include <string>
 
 #include <caf/fwd.hpp>
@@ -44,11 +43,10 @@ using embedded_broker_actor =
                             caf::reacts_to<broker_retry_atom, std::string, std::string>,
                             caf::reacts_to<broker_sweep_atom>>;
 
-/// Reads the broker's topics and offsets from `db` (at start-up, blocking),
-/// then serves from the store actor. Stop it with an exit message
+/// Loads the broker's topics and offsets through the store actor (messages
+/// sent meanwhile wait), then serves. Stop it with an exit message
 /// (user_shutdown): its sweep timer keeps it alive.
-embedded_broker_actor spawn_embedded_broker(caf::actor_system& sys,
-                                            std::shared_ptr<store> db, store_actor store,
+embedded_broker_actor spawn_embedded_broker(caf::actor_system& sys, store_actor store,
                                             embedded_broker_settings settings = {});
 
 } // namespace troupe

@@ -25,6 +25,8 @@ struct event_bus_settings {
   /// The broker serving `destination`: the first matching route, else
   /// "embedded".
   std::string broker_for(const std::string& destination) const;
+  /// The pattern of the route serving `destination`, or "*" for the default.
+  std::string route_for(const std::string& destination) const;
 };
 
 /// Brokers a route may name in this build.

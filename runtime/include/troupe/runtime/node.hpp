@@ -15,6 +15,8 @@
 
 namespace troupe {
 
+class store;
+
 /// Runs one troupe node: a user's `main()` declares its messages, services and
 /// actors, then hands over to `run`, which loads the configuration, starts the
 /// supervision tree (cluster first, then services in declaration order), joins
@@ -62,6 +64,12 @@ public:
   /// stops the node with exit code 2, as a bad key does.
   node& check_config(std::string name, std::function<void(const config&)> check);
 
+  /// Runs `hook` on the main thread once the node's store is open, before
+  /// the actor system starts, when `store.path` is set: the place for
+  /// one-time blocking set-up a component needs (e.g. a persisted epoch). A
+  /// std::exception it throws stops the node with exit code 1.
+  node& on_store_open(std::function<void(store&, const config&)> hook);
+
   /// Says that the component `name` runs only where `services.enabled` names
   /// it: "*" does not include it (load generators, one-off jobs, components
   /// that need settings every node does not have).
@@ -99,6 +107,7 @@ private:
   std::vector<std::string> store_users_;
   std::vector<std::string> named_only_;
   std::vector<std::pair<std::string, std::function<void(const config&)>>> checks_;
+  std::vector<std::function<void(store&, const config&)>> store_hooks_;
 };
 
 /// Declares the runtime's own configuration keys (node, cluster, status, log,

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <string>
 
 namespace troupe {
 
@@ -20,5 +22,13 @@ bool node_has_quorum() noexcept;
 
 /// Set by the cluster actor as members come and go (thread-safe).
 void set_node_quorum(bool has_quorum) noexcept;
+
+/// States that do not decide readiness but explain it: `/readyz` lists them
+/// (e.g. an event route whose broker is unreachable while the outbox backs
+/// up). Thread-safe; an empty `state` removes the entry.
+void set_readiness_detail(const std::string& subject, std::string state);
+
+/// The details set so far, by subject.
+std::map<std::string, std::string> readiness_details();
 
 } // namespace troupe

@@ -1,0 +1,77 @@
+// troupe-node with the event bus enabled: routes are checked before anything
+// starts, and /readyz tells the state of each route without deciding
+// readiness by it.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "support/http_get.hpp"
+#include "support/node_process.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace troupe::test;
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("a route naming a broker this build lacks stops the node with exit code 2 "
+          "naming events.routes",
+          "[config][events]") {
+  temp_dir dir;
+  node_process proc{troupe_node_binary(),
+                    {"--node.name", "a", "--services.enabled", "[events]", "--store.path",
+                     (dir.path() / "store").string(), "--events.routes",
+                     "[orders.*=rabbitmq]", "--status.port", "0", "--cluster.port", "0"},
+                    {},
+                    "events-config"};
+  auto code = proc.wait_exit(within(15s));
+  INFO("output:\n" << proc.output());
+  REQUIRE(code.has_value());
+  CHECK(*code == 2);
+  CHECK(contains(proc.output(), "events.routes"));
+  CHECK(contains(proc.output(), "rabbitmq"));
+}
+
+TEST_CASE("the event bus without store.path is rejected naming store.path",
+          "[config][events]") {
+  node_process proc{troupe_node_binary(),
+                    {"--node.name", "a", "--services.enabled", "[events]",
+                     "--status.port", "0", "--cluster.port", "0"},
+                    {},
+                    "events-config"};
+  auto code = proc.wait_exit(within(15s));
+  INFO("output:\n" << proc.output());
+  REQUIRE(code.has_value());
+  CHECK(*code == 2);
+  CHECK(contains(proc.output(), "store.path"));
+}
+
+TEST_CASE("a node running the event bus lists each event route's state in /readyz",
+          "[events]") {
+  temp_dir dir;
+  auto node = start_node("a",
+                         {"--services.enabled", "[events]", "--store.path",
+                          (dir.path() / "store").string(), "--events.routes",
+                          "[audit.*=embedded]"},
+                         within(20s));
+  std::string body;
+  bool listed = eventually(within(15s), [&] {
+    auto r = http_get(node.status_port, "/readyz");
+    if (!r || r->status != 200)
+      return false;
+    body = r->body;
+    return contains(body, "events route audit.* (embedded): idle") &&
+           contains(body, "events route * (embedded): idle");
+  });
+  INFO("readyz:\n" << body << "\noutput:\n" << node->output());
+  CHECK(listed);
+  CHECK(contains(node->output(), "event bus: relay publishing"));
+}
