@@ -211,13 +211,25 @@ void flush(self_ptr self) {
     ++st.since_snapshot;
   }
   bool compacting = st.since_snapshot >= st.ctx->settings.snapshot_every;
-  if (compacting) {
-    // A snapshot of the state after these events replaces every older record,
-    // so retries never make an instance's log grow without bound.
-    saga_snapshot after = st.s;
+  saga_snapshot after = st.s;
+  if (compacting || st.def->on_end) {
     std::string ignored;
     for (auto& ev : events)
       saga_log::apply(after, ev, ignored);
+  }
+  if (st.def->on_end && !is_end_state(st.s.status) && is_end_state(after.status)) {
+    try {
+      st.def->on_end(sys, after, batch);
+    } catch (const std::exception& e) {
+      // The end is recorded regardless: a saga never stays open because
+      // what its end emits could not be written.
+      spdlog::error("saga {} ({}): its end hook failed: {}", st.s.id, st.s.type,
+                    e.what());
+    }
+  }
+  if (compacting) {
+    // A snapshot of the state after these events replaces every older record,
+    // so retries never make an instance's log grow without bound.
     auto seq = st.next_seq++;
     batch.put(store_column::sagas, saga_log::record_key(st.s.id, seq),
               saga_log::encode_snapshot(sys, after));

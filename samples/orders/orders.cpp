@@ -33,7 +33,9 @@ void add_messages(troupe::message_catalog& c) {
       .add<schedule_shipment>("orders.schedule_shipment")
       .add<shipment_scheduled>("orders.shipment_scheduled")
       .add<audit_applications>("orders.audit_applications")
-      .add<applications>("orders.applications");
+      .add<applications>("orders.applications")
+      .add<order_completed>("orders.order_completed")
+      .add<order_compensated>("orders.order_compensated");
 }
 
 void declare_config(troupe::config_schema& s) {

@@ -148,6 +148,30 @@ typename Inspector::result_type inspect(Inspector& f, applications& x) {
   return f(caf::meta::type_name("applications"), x.by_key);
 }
 
+/// Events the order saga emits with its end (through the outbox, to
+/// `orders.completed` and `orders.compensated`, keyed by order id).
+struct order_completed {
+  std::string order_id;
+  std::string customer;
+  std::string sku;
+  int32_t quantity = 0;
+};
+struct order_compensated {
+  std::string order_id;
+  std::string status; ///< compensated, cancelled or failed_compensation
+  std::string reason;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, order_completed& x) {
+  return f(caf::meta::type_name("order_completed"), x.order_id, x.customer, x.sku,
+           x.quantity);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, order_compensated& x) {
+  return f(caf::meta::type_name("order_compensated"), x.order_id, x.status, x.reason);
+}
+
 using audited = troupe::handles<audit_applications, applications>;
 
 using orders_actor = troupe::service<troupe::handles<validate_order, order_validated>>;

@@ -75,3 +75,47 @@ TEST_CASE("a node running the event bus lists each event route's state in /ready
   CHECK(listed);
   CHECK(contains(node->output(), "event bus: relay publishing"));
 }
+
+namespace {
+
+// The sum of a Prometheus family's samples in /metrics text.
+double metric_sum(const std::string& text, const std::string& family) {
+  double sum = 0;
+  size_t pos = 0;
+  while ((pos = text.find(family, pos)) != std::string::npos) {
+    bool line_start = pos == 0 || text[pos - 1] == '\n';
+    auto after = pos + family.size();
+    pos = after;
+    if (!line_start || after >= text.size() || (text[after] != ' ' && text[after] != '{'))
+      continue;
+    auto space = text.find(' ', text[after] == '{' ? text.find('}', after) : after);
+    sum += std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
+  }
+  return sum;
+}
+
+} // namespace
+
+TEST_CASE("every order saga's end is published as an event through the node's outbox "
+          "and embedded broker",
+          "[events][sagas]") {
+  temp_dir dir;
+  auto node = start_node(
+      "a",
+      {"--services.enabled",
+       "[sagas, orders, inventory, payment, shipping, events, orders_client]",
+       "--store.path", (dir.path() / "store").string(), "--orders_client.count", "6",
+       "--orders_client.fail_every", "3", "--events.relay.poll_interval", "50ms"},
+      within(20s));
+  double published = 0;
+  bool all = eventually(within(30s), [&] {
+    auto r = http_get(node.status_port, "/metrics");
+    if (!r || r->status != 200)
+      return false;
+    published = metric_sum(r->body, "troupe_outbox_published_total");
+    return published >= 6;
+  });
+  INFO("output:\n" << node->output());
+  CHECK(all);
+  CHECK(published == 6);
+}

@@ -961,3 +961,49 @@ TEST_CASE("a watcher gets a snapshot on every change until the saga ends") {
   CHECK(seen.back().id == id);
   CHECK(step_of(seen.front(), "ship").status == step_status::succeeded);
 }
+
+// -- what an end writes ---------------------------------------------------------
+
+namespace {
+
+// Reserve and charge; its end writes "ended/<order id>" = the end state.
+std::shared_ptr<const troupe::saga_definition> recorded_end_saga() {
+  return troupe::saga<order>("recorded_order", 1)
+      .step(
+          "reserve", troupe::via<inventory_actor>("inventory"),
+          [](const order& o) {
+            return reserve_stock{o.order_id, o.sku, o.quantity};
+          },
+          troupe::compensate([](const order& o, const stock_reserved& r) {
+            return release_stock{o.order_id, r.reservation_id};
+          }))
+      .step("charge", troupe::via<payment_actor>("payment"),
+            [](const order& o, const stock_reserved& r) {
+              return charge_card{o.order_id, o.amount, r.reservation_id};
+            })
+      .on_end([](caf::actor_system&, const order& o, const saga_snapshot& ended,
+                 troupe::write_batch& batch) {
+        batch.put(troupe::store_column::state, "ended/" + o.order_id,
+                  troupe::to_string(ended.status));
+      })
+      .build();
+}
+
+} // namespace
+
+TEST_CASE("a saga's end hook writes into the batch that records its end, with the "
+          "typed input and the end state") {
+  auto failing = GENERATE(false, true);
+  CAPTURE(failing);
+  saga_fixture f;
+  if (failing)
+    f.w->script("charge_card", {fail(errc::bad_input)});
+  f.start_manager({recorded_end_saga()});
+  auto input = sample_order();
+  auto id = f.started("recorded_order", input).saga.id;
+  auto s = f.settle(id);
+  auto expected = failing ? saga_status::compensated : saga_status::completed;
+  CHECK(s.status == expected);
+  CHECK(f.db->get(troupe::store_column::state, "ended/" + input.order_id) ==
+        std::optional<std::string>{troupe::to_string(expected)});
+}

@@ -44,6 +44,7 @@
 #include <troupe/actors/retry_schedule.hpp>
 #include <troupe/runtime/call_context.hpp>
 #include <troupe/runtime/service.hpp>
+#include <troupe/runtime/store.hpp>
 #include <troupe/sagas/saga_state.hpp>
 
 namespace troupe {
@@ -100,6 +101,12 @@ struct saga_definition {
   /// True when `bytes` decode as the saga's input type.
   std::function<bool(caf::actor_system&, const std::string& bytes)> input_is_valid;
   std::function<std::string(caf::actor_system&, const std::string& bytes)> describe_input;
+  /// Adds what an instance's end also writes (e.g. an `order_completed`
+  /// event through an outbox transaction) to the batch that records the
+  /// end, so both are durable together or neither is. Called with the ended
+  /// instance each time that batch is built.
+  std::function<void(caf::actor_system&, const saga_snapshot& ended, write_batch& batch)>
+      on_end;
 
   /// Every step, in definition order.
   std::vector<const step_definition*> steps() const;
@@ -410,6 +417,18 @@ public:
   /// The overall deadline: past it, the saga compensates.
   saga_builder deadline(std::chrono::nanoseconds d) && {
     def_->deadline = d;
+    return std::move(*this);
+  }
+
+  /// Writes into the batch recording an instance's end:
+  /// `write(sys, input, ended, batch)`, with the saga's typed input.
+  template <class Write>
+  saga_builder on_end(Write write) && {
+    def_->on_end = [write](caf::actor_system& sys, const saga_snapshot& ended,
+                           write_batch& batch) {
+      if (auto input = decode<Input>(sys, ended.input))
+        write(sys, *input, ended, batch);
+    };
     return std::move(*this);
   }
 
