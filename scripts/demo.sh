@@ -46,11 +46,12 @@ http=${DEMO_HTTP_PORT:-8080}
 cli="$root/build/cli/troupe"
 
 echo "== starting three troupe nodes on 127.0.0.1 (cluster ports $((base + 1))-$((base + 3)))"
-echo "   a: the saga manager (store in $work/a-store), the order service and the API gateway"
+echo "   a: the saga manager (store in $work/a-store), the order service, the API gateway"
+echo "      and the event bus (each order's end leaves as an event through the outbox)"
 echo "      (gRPC on 127.0.0.1:$grpc, HTTP on 127.0.0.1:$http)"
 echo "   b: inventory and payment (with 5 ms card-network latency)"
 echo "   c: shipping, the greeter and a second gateway (gRPC :$((grpc + 1)), HTTP :$((http + 1)))"
-start a 1 "[sagas, orders, gateway]" --store.path "$work/a-store" \
+start a 1 "[sagas, orders, gateway, events]" --store.path "$work/a-store" \
   --gateways.grpc.port "$grpc" --gateways.http.port "$http" --gateways.invocable greeter/greet
 wait_for "$work/a.log" "http gateway listening" 20 "${pids[0]}"
 start b 2 "[inventory, payment]" --store.path "$work/b-store" --payment.latency 5ms
@@ -103,9 +104,10 @@ echo "   \$ troupe saga list --type order_processing --page-size 5"
 echo "   \$ troupe invoke greeter greet --input '{\"name\": \"Ada\"}'   (a service call from outside)"
 "$cli" --address "127.0.0.1:$grpc" invoke greeter greet --input '{"name": "Ada"}' | sed 's/^/   /'
 
-echo "== saga and gateway metrics on node a (GET http://127.0.0.1:$((base + 101))/metrics):"
+echo "== saga, gateway and event metrics on node a (GET http://127.0.0.1:$((base + 101))/metrics):"
 curl -s "http://127.0.0.1:$((base + 101))/metrics" |
-  grep -E '^troupe_saga_ended_total|^troupe_gateway_requests_total' | sed 's/^/   /'
+  grep -E '^troupe_saga_ended_total|^troupe_gateway_requests_total|^troupe_outbox_(published_total|backlog_rows)' |
+  sed 's/^/   /'
 
 if [ -t 0 ] && [ -z "${DEMO_NO_WAIT:-}" ]; then
   cat <<EOT

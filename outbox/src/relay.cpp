@@ -70,6 +70,9 @@ void record_outcome(relay_pointer self, const std::vector<std::string>& results)
     if (error.empty()) {
       batch.erase(store_column::outbox, row_key);
       m.published->Increment();
+      // The gauge is set by full scans; between them it counts down what left.
+      if (m.backlog_rows->Value() >= 1)
+        m.backlog_rows->Decrement();
       continue;
     }
     failed_keys.insert(row.event.key);
