@@ -407,6 +407,22 @@ struct readiness {
   }
 };
 
+/// Sets `ready` once a flush came back: the server then has the
+/// subscription, so nothing published from now on is missed. Blocks the
+/// calling (detached) actor for at most connect_timeout.
+void confirm_subscribed(connection& c, const nats_settings& s, readiness& r) {
+  if (!r.ready && c.connected() &&
+      natsConnection_FlushTimeout(c.nc, to_ms(s.connect_timeout)) == NATS_OK)
+    r.set();
+}
+
+/// The actor ends with the one it delivers to: without it, it has no use.
+template <class Self, class Handle>
+void end_with(Self* self, const Handle& target) {
+  self->monitor(target);
+  self->set_down_handler([=](caf::down_msg& dm) { self->quit(dm.reason); });
+}
+
 // -- core subscriber ------------------------------------------------------------
 
 struct subscriber_state {
@@ -464,18 +480,17 @@ nats_subscriber(subscriber_pointer self, nats_settings settings, std::string sub
   if (st.sub == nullptr) {
     spdlog::error("nats subscriber on {}: {}", subject, error);
     st.ready.error = error;
-  } else if (st.conn->connected() &&
-             natsConnection_FlushTimeout(st.conn->nc,
-                                         to_ms(st.settings.connect_timeout)) == NATS_OK) {
-    // Flushed: the server has the subscription, nothing sent from now on is
-    // missed. Otherwise nats.c subscribes on connect and readiness waits.
-    st.ready.set();
+  } else {
+    confirm_subscribed(*st.conn, st.settings, st.ready);
   }
+  end_with(self, st.consumer);
   return {
       [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
         if (st.sub == nullptr)
           return make_error(errc::service_unavailable, st.ready.error);
+        // Not confirmed at start (the server was away): perhaps it is now.
+        confirm_subscribed(*st.conn, st.settings, st.ready);
         return st.ready.ask(self);
       },
       [=](nats_ready_atom, bool) { self->state.ready.set(); },
@@ -659,6 +674,7 @@ nats_pull_consumer(nats_subscription_impl::stateful_pointer<pull_state> self,
   shared->owner = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   self->state.shared = shared;
   self->state.thread = std::thread{pull_loop, shared};
+  end_with(self, shared->consumer);
   return {
       [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
         return self->state.ready.ask(self);
@@ -818,16 +834,17 @@ nats_responder(responder_pointer self, nats_settings settings, std::string subje
   if (st.sub == nullptr) {
     spdlog::error("nats responder on {}: {}", subject, error);
     st.ready.error = error;
-  } else if (st.conn->connected() &&
-             natsConnection_FlushTimeout(st.conn->nc,
-                                         to_ms(st.settings.connect_timeout)) == NATS_OK) {
-    st.ready.set();
+  } else {
+    confirm_subscribed(*st.conn, st.settings, st.ready);
   }
+  end_with(self, st.handler);
   return {
       [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
         if (st.sub == nullptr)
           return make_error(errc::service_unavailable, st.ready.error);
+        // Not confirmed at start (the server was away): perhaps it is now.
+        confirm_subscribed(*st.conn, st.settings, st.ready);
         return st.ready.ask(self);
       },
       [=](nats_ready_atom, bool) { self->state.ready.set(); },

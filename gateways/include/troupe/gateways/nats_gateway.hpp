@@ -6,7 +6,8 @@
 // callbacks only send messages. Stop each actor with an exit message
 // (user_shutdown): it then unsubscribes, joins its threads and closes its
 // connection; its own thread ends once the last handle to it is dropped,
-// which ~actor_system waits for.
+// which ~actor_system waits for. A subscribing actor also ends when the
+// actor it delivers to ends, with that actor's exit reason.
 
 #include <chrono>
 #include <cstdint>
