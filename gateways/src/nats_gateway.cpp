@@ -1,0 +1,1083 @@
+#include <troupe/gateways/nats_gateway.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <troupe/runtime/detail/pem_material.hpp>
+#include <troupe/runtime/errors.hpp>
+
+namespace troupe {
+
+namespace {
+
+using headers_list = std::vector<std::pair<std::string, std::string>>;
+
+using nats_in_atom = caf::atom_constant<caf::atom("natsin")>;
+using nats_reply_atom = caf::atom_constant<caf::atom("natsreply")>;
+using nats_retry_atom = caf::atom_constant<caf::atom("natsretry")>;
+using nats_expire_atom = caf::atom_constant<caf::atom("natsexpire")>;
+
+// JetStream dedupes on this header; core messages carry it too, so a
+// consumer's inbox sees the same event id whichever way the event came.
+constexpr const char* msg_id_header = "Nats-Msg-Id";
+// NATS has no message key; it travels as a header and is taken off again.
+constexpr const char* key_header = "Troupe-Event-Key";
+
+int64_t to_ms(std::chrono::milliseconds d) {
+  return static_cast<int64_t>(d.count());
+}
+
+std::string status_text(natsStatus s) {
+  std::string out = natsStatus_GetText(s);
+  // The thread's last error says more (which server, which API), when set.
+  const char* last = nats_GetLastError(nullptr);
+  if (last != nullptr && *last != '\0' && out != last) {
+    out += ": ";
+    out += last;
+  }
+  return out;
+}
+
+std::string js_failure(natsStatus s, jsErrCode code) {
+  auto out = "nats: " + status_text(s);
+  if (code != 0)
+    out += " (JetStream error " + std::to_string(static_cast<int>(code)) + ")";
+  return out;
+}
+
+/// One connection and its JetStream context, closed on destruction.
+struct connection {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+
+  connection() = default;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() {
+    if (js != nullptr)
+      jsCtx_Destroy(js);
+    if (nc != nullptr) {
+      natsConnection_Close(nc);
+      natsConnection_Destroy(nc);
+    }
+  }
+
+  bool connected() const {
+    return nc != nullptr && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
+  }
+};
+
+// Its presence makes a first connect to an unreachable server return at once
+// and go on trying in the background, instead of blocking the caller.
+void on_connected(natsConnection*, void*) {}
+
+std::unique_ptr<connection> open_connection(const nats_settings& s, std::string& error) {
+  natsOptions* raw = nullptr;
+  if (auto st = natsOptions_Create(&raw); st != NATS_OK) {
+    error = "nats: cannot create options: " + status_text(st);
+    return nullptr;
+  }
+  std::unique_ptr<natsOptions, void (*)(natsOptions*)> opts{raw, natsOptions_Destroy};
+  natsStatus st = NATS_OK;
+  std::string step;
+  auto apply = [&](const char* what, natsStatus result) {
+    if (st == NATS_OK && result != NATS_OK) {
+      st = result;
+      step = what;
+    }
+  };
+  std::vector<const char*> urls;
+  for (auto& u : s.servers)
+    urls.push_back(u.c_str());
+  apply("servers",
+        natsOptions_SetServers(raw, urls.data(), static_cast<int>(urls.size())));
+  apply("name", natsOptions_SetName(raw, s.client_name.c_str()));
+  apply("timeout", natsOptions_SetTimeout(raw, to_ms(s.connect_timeout)));
+  apply("reconnects", natsOptions_SetMaxReconnect(raw, -1));
+  apply("reconnect wait", natsOptions_SetReconnectWait(raw, to_ms(s.reconnect_wait)));
+  apply("retry", natsOptions_SetRetryOnFailedConnect(raw, true, on_connected, nullptr));
+  // A request in flight when the link drops fails now rather than at its
+  // deadline: the relay then retries sooner.
+  apply("fail requests", natsOptions_SetFailRequestsOnDisconnect(raw, true));
+  if (!s.user.empty())
+    apply("user", natsOptions_SetUserInfo(raw, s.user.c_str(), s.password.c_str()));
+  if (!s.token.empty())
+    apply("token", natsOptions_SetToken(raw, s.token.c_str()));
+  if (!s.tls_ca_file.empty() || !s.tls_cert_file.empty()) {
+    try {
+      apply("tls", natsOptions_SetSecure(raw, true));
+      if (!s.tls_ca_file.empty()) {
+        auto ca = detail::pem_material(s.tls_ca_file, "events.nats.tls.ca_file");
+        apply("tls ca", natsOptions_SetCATrustedCertificates(raw, ca.c_str()));
+      }
+      if (!s.tls_cert_file.empty()) {
+        auto cert = detail::pem_material(s.tls_cert_file, "events.nats.tls.cert_file");
+        auto key = detail::pem_material(s.tls_key_file, "events.nats.tls.key_file");
+        apply("tls certificate",
+              natsOptions_SetCertificatesChain(raw, cert.c_str(), key.c_str()));
+      }
+    } catch (const std::exception& e) {
+      error = std::string{"nats: "} + e.what();
+      return nullptr;
+    }
+  }
+  if (st != NATS_OK) {
+    error = "nats: cannot set " + step + ": " + status_text(st);
+    return nullptr;
+  }
+  auto conn = std::make_unique<connection>();
+  st = natsConnection_Connect(&conn->nc, raw);
+  if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED) {
+    error = "nats: cannot connect: " + status_text(st);
+    conn->nc = nullptr;
+    return nullptr;
+  }
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = to_ms(s.publish_timeout);
+  if (st = natsConnection_JetStream(&conn->js, conn->nc, &jo); st != NATS_OK) {
+    error = "nats: no JetStream context: " + status_text(st);
+    return nullptr;
+  }
+  return conn;
+}
+
+/// Creates the configured streams that do not exist yet; "" when all exist.
+std::string ensure_streams(connection& c, const nats_settings& s) {
+  for (auto& stream : s.streams) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    auto st = js_GetStreamInfo(&info, c.js, stream.name.c_str(), nullptr, &code);
+    if (st == NATS_OK) {
+      jsStreamInfo_Destroy(info);
+      continue;
+    }
+    if (st != NATS_NOT_FOUND)
+      return "nats: cannot look up stream " + stream.name + ": " + js_failure(st, code);
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    std::vector<const char*> subjects;
+    for (auto& subj : stream.subjects)
+      subjects.push_back(subj.c_str());
+    cfg.Name = stream.name.c_str();
+    cfg.Subjects = subjects.data();
+    cfg.SubjectsLen = static_cast<int>(subjects.size());
+    cfg.Storage = js_FileStorage;
+    st = js_AddStream(&info, c.js, &cfg, nullptr, &code);
+    if (st != NATS_OK)
+      return "nats: cannot create stream " + stream.name + ": " + js_failure(st, code);
+    jsStreamInfo_Destroy(info);
+  }
+  return {};
+}
+
+headers_list headers_of(natsMsg* msg) {
+  headers_list out;
+  const char** keys = nullptr;
+  int count = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK)
+    return out;
+  for (int i = 0; i < count; ++i) {
+    const char** values = nullptr;
+    int n = 0;
+    if (natsMsgHeader_Values(msg, keys[i], &values, &n) != NATS_OK)
+      continue;
+    for (int j = 0; j < n; ++j)
+      out.emplace_back(keys[i], values[j]);
+    free(static_cast<void*>(values));
+  }
+  free(static_cast<void*>(keys));
+  // NATS keeps headers in a map: sorting makes their order at least stable.
+  std::stable_sort(out.begin(), out.end(),
+                   [](auto& x, auto& y) { return x.first < y.first; });
+  return out;
+}
+
+std::string payload_of(natsMsg* msg) {
+  auto data = natsMsg_GetData(msg);
+  auto len = natsMsg_GetDataLength(msg);
+  return data == nullptr ? std::string{} : std::string(data, static_cast<size_t>(len));
+}
+
+/// Takes the id and key headers off: the event as it was published.
+outbound_event event_of(const std::string& subject, headers_list headers,
+                        std::string payload) {
+  outbound_event ev;
+  ev.destination = subject;
+  ev.payload = std::move(payload);
+  for (auto& [k, v] : headers) {
+    if (k == msg_id_header)
+      ev.id = v;
+    else if (k == key_header)
+      ev.key = v;
+    else
+      ev.headers.emplace_back(std::move(k), std::move(v));
+  }
+  return ev;
+}
+
+// -- callbacks: they run on nats.c's threads and only send messages ----------
+
+struct callback_target {
+  caf::weak_actor_ptr actor;
+};
+
+void forward_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* target = static_cast<callback_target*>(closure);
+  if (auto strong = target->actor.lock()) {
+    auto reply = natsMsg_GetReply(msg);
+    caf::anon_send(caf::actor_cast<caf::actor>(strong), nats_in_atom::value,
+                   std::string{natsMsg_GetSubject(msg)},
+                   std::string{reply == nullptr ? "" : reply}, headers_of(msg),
+                   payload_of(msg));
+  }
+  natsMsg_Destroy(msg);
+}
+
+void forward_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* target = static_cast<callback_target*>(closure);
+  if (auto strong = target->actor.lock())
+    caf::anon_send(caf::actor_cast<caf::actor>(strong), nats_reply_atom::value,
+                   std::string{natsMsg_GetSubject(msg)}, natsMsg_IsNoResponders(msg),
+                   headers_of(msg), payload_of(msg));
+  natsMsg_Destroy(msg);
+}
+
+// nats.c calls this once the handler can no longer run: only then may the
+// closure go.
+void free_target(void* closure) {
+  delete static_cast<callback_target*>(closure);
+}
+
+/// An asynchronous subscription whose messages go to `self`; nullptr and
+/// `error` set when it cannot be made.
+natsSubscription* subscribe_to(connection& c, caf::local_actor* self,
+                               const std::string& subject, const std::string& group,
+                               natsMsgHandler handler, std::string& error) {
+  auto* target = new callback_target{caf::actor_cast<caf::weak_actor_ptr>(self->ctrl())};
+  natsSubscription* sub = nullptr;
+  auto st = group.empty()
+                ? natsConnection_Subscribe(&sub, c.nc, subject.c_str(), handler, target)
+                : natsConnection_QueueSubscribe(&sub, c.nc, subject.c_str(),
+                                                group.c_str(), handler, target);
+  if (st != NATS_OK) {
+    delete target;
+    error = "nats: cannot subscribe to " + subject + ": " + status_text(st);
+    return nullptr;
+  }
+  natsSubscription_SetOnCompleteCB(sub, free_target, target);
+  return sub;
+}
+
+void close_subscription(natsSubscription*& sub) {
+  if (sub == nullptr)
+    return;
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  sub = nullptr;
+}
+
+// -- publisher ----------------------------------------------------------------
+
+struct publisher_state {
+  static inline const char* name = "nats_publisher";
+  publisher_state() = default;
+  nats_settings settings;
+  std::unique_ptr<connection> conn;
+  bool streams_ready = false;
+
+  /// "" when publishing can start, else why not.
+  std::string ready() {
+    if (!conn) {
+      std::string error;
+      conn = open_connection(settings, error);
+      if (!conn)
+        return error;
+    }
+    if (!conn->connected())
+      return "nats: not connected";
+    if (settings.jetstream && !streams_ready) {
+      if (auto error = ensure_streams(*conn, settings); !error.empty())
+        return error;
+      streams_ready = true;
+    }
+    return {};
+  }
+
+  std::string publish(const outbound_event& ev) {
+    natsMsg* raw = nullptr;
+    auto st = natsMsg_Create(&raw, ev.destination.c_str(), nullptr, ev.payload.data(),
+                             static_cast<int>(ev.payload.size()));
+    if (st != NATS_OK)
+      return "nats: cannot build a message for " + ev.destination + ": " +
+             status_text(st);
+    std::unique_ptr<natsMsg, void (*)(natsMsg*)> msg{raw, natsMsg_Destroy};
+    for (auto& [k, v] : ev.headers)
+      if (st = natsMsgHeader_Add(raw, k.c_str(), v.c_str()); st != NATS_OK)
+        return "nats: header '" + k + "' rejected: " + status_text(st);
+    if (!ev.key.empty())
+      natsMsgHeader_Set(raw, key_header, ev.key.c_str());
+    if (!settings.jetstream) {
+      natsMsgHeader_Set(raw, msg_id_header, ev.id.c_str());
+      st = natsConnection_PublishMsg(conn->nc, raw);
+      if (st == NATS_OK)
+        st = natsConnection_FlushTimeout(conn->nc, to_ms(settings.publish_timeout));
+      return st == NATS_OK ? std::string{} : "nats: " + status_text(st);
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = ev.id.c_str();
+    po.MaxWait = to_ms(settings.publish_timeout);
+    jsPubAck* ack = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    st = js_PublishMsg(&ack, conn->js, raw, &po, &code);
+    if (st != NATS_OK)
+      return js_failure(st, code);
+    jsPubAck_Destroy(ack);
+    return {};
+  }
+};
+
+publisher_actor::behavior_type
+nats_publisher(publisher_actor::stateful_pointer<publisher_state> self,
+               nats_settings settings) {
+  self->state.settings = std::move(settings);
+  return {
+      [=](publish_atom, const std::vector<outbound_event>& events) {
+        auto& st = self->state;
+        std::vector<std::string> out(events.size());
+        // Blocking here is fine: the actor is detached, this is its thread.
+        auto down = st.ready();
+        std::set<std::string> failed_keys;
+        for (size_t i = 0; i < events.size(); ++i) {
+          auto& ev = events[i];
+          if (!down.empty()) {
+            out[i] = down;
+          } else if (failed_keys.count(ev.key) > 0) {
+            out[i] = "nats: not published: an earlier event of its key failed";
+          } else if (auto error = st.publish(ev); !error.empty()) {
+            out[i] = error;
+            failed_keys.insert(ev.key);
+            // A lost link fails the rest at once instead of one wait each.
+            if (!st.conn->connected())
+              down = error;
+          }
+        }
+        return out;
+      },
+  };
+}
+
+// -- readiness, shared by the subscribing actors --------------------------------
+
+using nats_subscription_impl = nats_subscription_actor::extend<
+    caf::reacts_to<nats_in_atom, std::string, std::string, headers_list, std::string>,
+    caf::reacts_to<nats_retry_atom>, caf::reacts_to<nats_ready_atom, bool>>;
+
+struct readiness {
+  bool ready = false;
+  std::string error = "nats: not subscribed yet";
+  std::vector<caf::typed_response_promise<caf::ok_atom>> waiting;
+
+  template <class Self>
+  caf::result<caf::ok_atom> ask(Self* self) {
+    if (ready)
+      return caf::ok_atom::value;
+    auto rp = self->template make_response_promise<caf::ok_atom>();
+    waiting.push_back(rp);
+    return rp;
+  }
+  void set() {
+    ready = true;
+    for (auto& rp : waiting)
+      rp.deliver(caf::ok_atom::value);
+    waiting.clear();
+  }
+};
+
+/// Sets `ready` once a flush came back: the server then has the
+/// subscription, so nothing published from now on is missed. Blocks the
+/// calling (detached) actor for at most connect_timeout.
+void confirm_subscribed(connection& c, const nats_settings& s, readiness& r) {
+  if (!r.ready && c.connected() &&
+      natsConnection_FlushTimeout(c.nc, to_ms(s.connect_timeout)) == NATS_OK)
+    r.set();
+}
+
+/// The actor ends with the one it delivers to: without it, it has no use.
+template <class Self, class Handle>
+void end_with(Self* self, const Handle& target) {
+  self->monitor(target);
+  self->set_down_handler([=](caf::down_msg& dm) { self->quit(dm.reason); });
+}
+
+// -- core subscriber ------------------------------------------------------------
+
+struct subscriber_state {
+  static inline const char* name = "nats_subscriber";
+  subscriber_state() = default;
+  ~subscriber_state() {
+    close_subscription(sub);
+    conn.reset();
+  }
+  nats_settings settings;
+  std::unique_ptr<connection> conn;
+  natsSubscription* sub = nullptr;
+  event_consumer_actor consumer;
+  std::deque<delivered_event> queue;
+  uint64_t next_offset = 0;
+  bool busy = false;
+  readiness ready;
+};
+
+using subscriber_pointer = nats_subscription_impl::stateful_pointer<subscriber_state>;
+
+void deliver_next(subscriber_pointer self) {
+  auto& st = self->state;
+  if (st.busy || st.queue.empty())
+    return;
+  st.busy = true;
+  self->request(st.consumer, st.settings.deliver_timeout, deliver_atom::value,
+                st.queue.front())
+      .then(
+          [=](caf::ok_atom) {
+            auto& st = self->state;
+            st.busy = false;
+            st.queue.pop_front();
+            deliver_next(self);
+          },
+          [=](caf::error& err) {
+            auto& st = self->state;
+            spdlog::warn("nats subscriber: delivery on {} failed, again in {}ms: {}",
+                         st.queue.front().topic, st.settings.redeliver_delay.count(),
+                         describe(err));
+            self->delayed_send(self, st.settings.redeliver_delay, nats_retry_atom::value);
+          });
+}
+
+nats_subscription_impl::behavior_type
+nats_subscriber(subscriber_pointer self, nats_settings settings, std::string subject,
+                std::string group, event_consumer_actor consumer) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.consumer = std::move(consumer);
+  std::string error;
+  st.conn = open_connection(st.settings, error);
+  if (st.conn)
+    st.sub = subscribe_to(*st.conn, self, subject, group, forward_message, error);
+  if (st.sub == nullptr) {
+    spdlog::error("nats subscriber on {}: {}", subject, error);
+    st.ready.error = error;
+  } else {
+    confirm_subscribed(*st.conn, st.settings, st.ready);
+  }
+  end_with(self, st.consumer);
+  return {
+      [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        if (st.sub == nullptr)
+          return make_error(errc::service_unavailable, st.ready.error);
+        // Not confirmed at start (the server was away): perhaps it is now.
+        confirm_subscribed(*st.conn, st.settings, st.ready);
+        return st.ready.ask(self);
+      },
+      [=](nats_ready_atom, bool) { self->state.ready.set(); },
+      [=](nats_in_atom, std::string& subj, std::string&, headers_list& headers,
+          std::string& payload) {
+        auto& st = self->state;
+        // Messages flowing prove the subscription is live.
+        st.ready.set();
+        delivered_event d;
+        d.topic = subj;
+        d.offset = st.next_offset++;
+        d.event = event_of(subj, std::move(headers), std::move(payload));
+        st.queue.push_back(std::move(d));
+        deliver_next(self);
+      },
+      [=](nats_retry_atom) {
+        self->state.busy = false;
+        deliver_next(self);
+      },
+  };
+}
+
+// -- JetStream pull consumer ------------------------------------------------------
+
+/// What the fetch thread and its actor share.
+struct pull_shared {
+  caf::actor_system* sys = nullptr;
+  nats_settings settings;
+  std::string stream;
+  std::string durable;
+  std::string subject;
+  event_consumer_actor consumer;
+  caf::weak_actor_ptr owner;
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool stopping = false;
+
+  bool stopped() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return stopping;
+  }
+  /// Waits `d` or until stopped; true when stopped.
+  bool pause(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_for(guard, d, [&] { return stopping; });
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      stopping = true;
+    }
+    cv.notify_all();
+  }
+  void announce_ready() {
+    if (auto strong = owner.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), nats_ready_atom::value, true);
+  }
+};
+
+natsSubscription* pull_subscribe(pull_shared& sh, connection& c, std::string& error) {
+  if (sh.settings.jetstream)
+    if (error = ensure_streams(c, sh.settings); !error.empty())
+      return nullptr;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = sh.stream.c_str();
+  so.Config.Durable = sh.durable.c_str();
+  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.AckWait =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(sh.settings.ack_wait).count();
+  natsSubscription* sub = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  auto st = js_PullSubscribe(&sub, c.js, sh.subject.c_str(), sh.durable.c_str(), nullptr,
+                             &so, &code);
+  if (st != NATS_OK) {
+    error = "nats: cannot pull from " + sh.stream + "/" + sh.durable + ": " +
+            js_failure(st, code);
+    return nullptr;
+  }
+  return sub;
+}
+
+/// Delivers `msg` and waits for the answer; true when the consumer said ok.
+bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg* msg) {
+  delivered_event d;
+  d.topic = natsMsg_GetSubject(msg);
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+    d.offset = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+  }
+  d.event = event_of(d.topic, headers_of(msg), payload_of(msg));
+  bool ok = false;
+  self->request(sh.consumer, sh.settings.deliver_timeout, deliver_atom::value, d)
+      .receive([&](caf::ok_atom) { ok = true; },
+               [&](caf::error& err) {
+                 spdlog::warn("nats pull consumer {}: {} at {} not acknowledged: {}",
+                              sh.durable, d.topic, d.offset, describe(err));
+               });
+  return ok;
+}
+
+void pull_loop(std::shared_ptr<pull_shared> sh) {
+  std::unique_ptr<connection> conn;
+  natsSubscription* sub = nullptr;
+  caf::scoped_actor self{*sh->sys};
+  std::string last_error;
+  auto report = [&](const std::string& error) {
+    // Once per distinct problem: the loop retries every reconnect_wait.
+    if (error != last_error)
+      spdlog::warn("nats pull consumer {}: {}", sh->durable, error);
+    last_error = error;
+  };
+  while (!sh->stopped()) {
+    std::string error;
+    if (!conn && !(conn = open_connection(sh->settings, error))) {
+      report(error);
+      sh->pause(sh->settings.reconnect_wait);
+      continue;
+    }
+    if (sub == nullptr) {
+      if (!conn->connected() || !(sub = pull_subscribe(*sh, *conn, error))) {
+        report(error.empty() ? "nats: not connected" : error);
+        sh->pause(sh->settings.reconnect_wait);
+        continue;
+      }
+      last_error.clear();
+      sh->announce_ready();
+    }
+    natsMsgList list{nullptr, 0};
+    jsErrCode code = static_cast<jsErrCode>(0);
+    auto st =
+        natsSubscription_Fetch(&list, sub, static_cast<int>(sh->settings.fetch_batch),
+                               to_ms(sh->settings.fetch_wait), &code);
+    if (st == NATS_TIMEOUT)
+      continue;
+    if (st != NATS_OK) {
+      report(js_failure(st, code));
+      sh->pause(sh->settings.reconnect_wait);
+      continue;
+    }
+    bool failed = false;
+    for (int i = 0; i < list.Count; ++i) {
+      auto* msg = list.Msgs[i];
+      // After a failure the rest goes back too, so nothing overtakes the
+      // failed message when JetStream redelivers.
+      if (!failed && !sh->stopped() && deliver_pulled(*sh, self, msg))
+        natsMsg_Ack(msg, nullptr);
+      else {
+        natsMsg_Nak(msg, nullptr);
+        failed = true;
+      }
+    }
+    natsMsgList_Destroy(&list);
+    if (failed)
+      sh->pause(sh->settings.redeliver_delay);
+  }
+  // Destroy, not unsubscribe: unsubscribing would delete the durable
+  // consumer and with it the position.
+  if (sub != nullptr)
+    natsSubscription_Destroy(sub);
+}
+
+struct pull_state {
+  static inline const char* name = "nats_pull_consumer";
+  pull_state() = default;
+  ~pull_state() {
+    if (shared)
+      shared->stop();
+    if (thread.joinable())
+      thread.join();
+  }
+  std::shared_ptr<pull_shared> shared;
+  std::thread thread;
+  readiness ready;
+};
+
+nats_subscription_impl::behavior_type
+nats_pull_consumer(nats_subscription_impl::stateful_pointer<pull_state> self,
+                   std::shared_ptr<pull_shared> shared) {
+  shared->owner = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
+  self->state.shared = shared;
+  self->state.thread = std::thread{pull_loop, shared};
+  end_with(self, shared->consumer);
+  return {
+      [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
+        return self->state.ready.ask(self);
+      },
+      [=](nats_ready_atom, bool) { self->state.ready.set(); },
+      [=](nats_in_atom, std::string&, std::string&, headers_list&, std::string&) {},
+      [=](nats_retry_atom) {},
+  };
+}
+
+// -- troupe -> NATS requests ------------------------------------------------------
+
+using requester_impl = nats_requester_actor::extend<
+    caf::reacts_to<nats_reply_atom, std::string, bool, headers_list, std::string>,
+    caf::reacts_to<nats_expire_atom, uint64_t>>;
+
+struct requester_state {
+  static inline const char* name = "nats_requester";
+  requester_state() = default;
+  ~requester_state() {
+    close_subscription(sub);
+    conn.reset();
+  }
+  nats_settings settings;
+  std::unique_ptr<connection> conn;
+  natsSubscription* sub = nullptr;
+  std::string error;
+  std::string inbox; ///< replies come to inbox + "." + request number
+  uint64_t next_id = 0;
+  std::map<uint64_t, std::pair<std::string, caf::typed_response_promise<std::string>>>
+      pending;
+};
+
+requester_impl::behavior_type
+nats_requester(requester_impl::stateful_pointer<requester_state> self,
+               nats_settings settings) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.conn = open_connection(st.settings, st.error);
+  if (st.conn) {
+    natsInbox* inbox = nullptr;
+    if (natsInbox_Create(&inbox) == NATS_OK) {
+      st.inbox = inbox;
+      natsInbox_Destroy(inbox);
+      // One subscription for all replies: a request costs one publish.
+      st.sub = subscribe_to(*st.conn, self, st.inbox + ".*", {}, forward_reply, st.error);
+    } else {
+      st.error = "nats: cannot create an inbox";
+    }
+  }
+  if (st.sub == nullptr)
+    spdlog::error("nats requester: {}", st.error);
+  return {
+      [=](nats_request_atom, const std::string& subject, const std::string& payload,
+          caf::timespan deadline) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (st.sub == nullptr)
+          return make_error(errc::service_unavailable, st.error);
+        if (!st.conn->connected())
+          return make_error(errc::service_unavailable, "nats: not connected");
+        auto id = st.next_id++;
+        auto reply = st.inbox + "." + std::to_string(id);
+        auto rc = natsConnection_PublishRequest(st.conn->nc, subject.c_str(),
+                                                reply.c_str(), payload.data(),
+                                                static_cast<int>(payload.size()));
+        if (rc != NATS_OK)
+          return make_error(errc::service_unavailable, "nats: " + status_text(rc));
+        auto rp = self->make_response_promise<std::string>();
+        st.pending.emplace(id, std::make_pair(subject, rp));
+        self->delayed_send(self, deadline, nats_expire_atom::value, id);
+        return rp;
+      },
+      [=](nats_reply_atom, const std::string& subject, bool no_responders,
+          headers_list& headers, std::string& payload) {
+        auto& st = self->state;
+        auto dot = subject.rfind('.');
+        if (dot == std::string::npos)
+          return;
+        uint64_t id = 0;
+        try {
+          id = std::stoull(subject.substr(dot + 1));
+        } catch (const std::exception&) {
+          return; // not one of ours
+        }
+        auto it = st.pending.find(id);
+        if (it == st.pending.end())
+          return; // answered after its deadline
+        auto& rp = it->second.second;
+        if (no_responders) {
+          rp.deliver(make_error(errc::service_unavailable,
+                                "nats: no responder on " + it->second.first));
+        } else {
+          std::string error;
+          for (auto& [k, v] : headers)
+            if (k == event_headers::error)
+              error = v;
+          if (error.empty())
+            rp.deliver(std::move(payload));
+          else
+            rp.deliver(make_error(errc::rejected, error));
+        }
+        st.pending.erase(it);
+      },
+      [=](nats_expire_atom, uint64_t id) {
+        auto& st = self->state;
+        auto it = st.pending.find(id);
+        if (it == st.pending.end())
+          return;
+        it->second.second.deliver(
+            make_error(errc::timeout, "nats: no reply from " + it->second.first));
+        st.pending.erase(it);
+      },
+  };
+}
+
+// -- NATS requests -> troupe ------------------------------------------------------
+
+struct responder_state {
+  static inline const char* name = "nats_responder";
+  responder_state() = default;
+  ~responder_state() {
+    close_subscription(sub);
+    conn.reset();
+  }
+  nats_settings settings;
+  std::unique_ptr<connection> conn;
+  natsSubscription* sub = nullptr;
+  nats_handler_actor handler;
+  readiness ready;
+
+  void reply(const std::string& to, const std::string& payload,
+             const std::string& error) {
+    natsMsg* msg = nullptr;
+    if (natsMsg_Create(&msg, to.c_str(), nullptr, payload.data(),
+                       static_cast<int>(payload.size())) != NATS_OK)
+      return;
+    if (!error.empty())
+      natsMsgHeader_Set(msg, event_headers::error, error.c_str());
+    if (auto st = natsConnection_PublishMsg(conn->nc, msg); st != NATS_OK)
+      spdlog::warn("nats responder: cannot reply to {}: {}", to, status_text(st));
+    natsMsg_Destroy(msg);
+  }
+};
+
+using responder_pointer = nats_subscription_impl::stateful_pointer<responder_state>;
+
+nats_subscription_impl::behavior_type
+nats_responder(responder_pointer self, nats_settings settings, std::string subject,
+               std::string group, nats_handler_actor handler) {
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.handler = std::move(handler);
+  std::string error;
+  st.conn = open_connection(st.settings, error);
+  if (st.conn)
+    st.sub = subscribe_to(*st.conn, self, subject, group, forward_message, error);
+  if (st.sub == nullptr) {
+    spdlog::error("nats responder on {}: {}", subject, error);
+    st.ready.error = error;
+  } else {
+    confirm_subscribed(*st.conn, st.settings, st.ready);
+  }
+  end_with(self, st.handler);
+  return {
+      [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        if (st.sub == nullptr)
+          return make_error(errc::service_unavailable, st.ready.error);
+        // Not confirmed at start (the server was away): perhaps it is now.
+        confirm_subscribed(*st.conn, st.settings, st.ready);
+        return st.ready.ask(self);
+      },
+      [=](nats_ready_atom, bool) { self->state.ready.set(); },
+      [=](nats_in_atom, const std::string& subj, const std::string& reply_to,
+          headers_list&, const std::string& payload) {
+        auto& st = self->state;
+        st.ready.set();
+        if (reply_to.empty())
+          return; // a plain message, not a request: nobody to answer
+        self->request(st.handler, st.settings.deliver_timeout, nats_serve_atom::value,
+                      subj, payload)
+            .then(
+                [=](const std::string& answer) {
+                  self->state.reply(reply_to, answer, {});
+                },
+                [=](caf::error& err) { self->state.reply(reply_to, {}, describe(err)); });
+      },
+      [=](nats_retry_atom) {},
+  };
+}
+
+std::chrono::milliseconds millis(const config& cfg, const std::string& key) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(cfg.get_duration(key));
+}
+
+std::vector<std::string> split_spaces(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    auto start = s.find_first_not_of(" \t", i);
+    if (start == std::string::npos)
+      break;
+    auto end = s.find_first_of(" \t", start);
+    if (end == std::string::npos)
+      end = s.size();
+    out.push_back(s.substr(start, end - start));
+    i = end;
+  }
+  return out;
+}
+
+bool valid_server_url(const std::string& url) {
+  for (const char* scheme : {"nats://", "tls://"}) {
+    std::string prefix{scheme};
+    if (url.compare(0, prefix.size(), prefix) == 0)
+      return url.size() > prefix.size();
+  }
+  return false;
+}
+
+} // namespace
+
+void declare_nats_config(config_schema& s) {
+  using namespace std::chrono_literals;
+  if (s.find("events.nats.servers") != nullptr)
+    return;
+  s.declare("events.nats.servers", value_kind::string_list)
+      .default_value("[nats://127.0.0.1:4222]")
+      .describe("NATS server URLs (nats://host:port or tls://host:port); nats.c "
+                "connects to one and fails over and reconnects among them.");
+  s.declare("events.nats.client_name", value_kind::string)
+      .default_value("troupe")
+      .describe("Connection name the NATS server shows for this node.");
+  s.declare("events.nats.tls.ca_file", value_kind::string)
+      .describe("PEM CA bundle that verifies the NATS server (a path or the PEM text); "
+                "turns TLS on.");
+  s.declare("events.nats.tls.cert_file", value_kind::string)
+      .describe("PEM client certificate presented to the NATS server; turns TLS on.");
+  s.declare("events.nats.tls.key_file", value_kind::string)
+      .secret()
+      .describe("PEM private key of events.nats.tls.cert_file (a path or the PEM text).");
+  s.declare("events.nats.user", value_kind::string)
+      .describe("User name for NATS authentication, with events.nats.password.");
+  s.declare("events.nats.password", value_kind::string)
+      .secret()
+      .describe("Password of events.nats.user (use ${file:...} or ${env:...}); never "
+                "printed.");
+  s.declare("events.nats.token", value_kind::string)
+      .secret()
+      .describe("Authentication token, instead of user and password; never printed.");
+  s.declare("events.nats.jetstream", value_kind::boolean)
+      .default_value("true")
+      .describe("Publish through JetStream (stored, deduplicated on the event id); "
+                "false: core NATS, at most once.");
+  s.declare("events.nats.streams", value_kind::string_list)
+      .default_value("[]")
+      .describe("JetStream streams created when missing, as \"NAME=subject subject\" "
+                "(\"ORDERS=orders.>\").");
+  s.declare("events.nats.connect_timeout", value_kind::duration)
+      .default_value("2s")
+      .min(1ms)
+      .max(5min)
+      .describe("How long one connection attempt to a NATS server may take.");
+  s.declare("events.nats.reconnect_wait", value_kind::duration)
+      .default_value("500ms")
+      .min(1ms)
+      .max(5min)
+      .describe("Wait between two reconnection attempts to the same server.");
+  s.declare("events.nats.publish_timeout", value_kind::duration)
+      .default_value("5s")
+      .min(1ms)
+      .max(1h)
+      .describe("How long a publish waits for JetStream's acknowledgement.");
+  s.declare("events.nats.deliver_timeout", value_kind::duration)
+      .default_value("10s")
+      .min(1ms)
+      .max(1h)
+      .describe("How long a consumer or request handler may take to answer.");
+  s.declare("events.nats.redeliver_delay", value_kind::duration)
+      .default_value("200ms")
+      .min(1ms)
+      .max(1h)
+      .describe("Wait before a message a consumer failed is delivered again.");
+  s.declare("events.nats.fetch_wait", value_kind::duration)
+      .default_value("500ms")
+      .min(1ms)
+      .max(1min)
+      .describe("How long one fetch of a pull consumer waits for messages.");
+  s.declare("events.nats.fetch_batch", value_kind::integer)
+      .default_value("64")
+      .min(1)
+      .max(10000)
+      .describe("Messages a pull consumer fetches at once.");
+  s.declare("events.nats.ack_wait", value_kind::duration)
+      .default_value("30s")
+      .min(1ms)
+      .max(24h)
+      .describe("After how long JetStream redelivers a message nobody acknowledged.");
+}
+
+nats_settings nats_settings_from(const config& cfg) {
+  nats_settings out;
+  out.servers = cfg.get_list("events.nats.servers");
+  if (out.servers.empty())
+    throw config_error("events.nats.servers", "names no server");
+  for (auto& url : out.servers)
+    if (!valid_server_url(url))
+      throw config_error("events.nats.servers",
+                         "'" + url + "' is not nats://host:port or tls://host:port");
+  out.client_name = cfg.get_string("events.nats.client_name");
+  out.tls_ca_file = cfg.get_string_or_empty("events.nats.tls.ca_file");
+  out.tls_cert_file = cfg.get_string_or_empty("events.nats.tls.cert_file");
+  out.tls_key_file = cfg.get_string_or_empty("events.nats.tls.key_file");
+  if (!out.tls_cert_file.empty() && out.tls_key_file.empty())
+    throw config_error("events.nats.tls.key_file",
+                       "events.nats.tls.key_file is required with "
+                       "events.nats.tls.cert_file");
+  if (out.tls_cert_file.empty() && !out.tls_key_file.empty())
+    throw config_error("events.nats.tls.cert_file",
+                       "events.nats.tls.key_file needs events.nats.tls.cert_file");
+  out.user = cfg.get_string_or_empty("events.nats.user");
+  out.password = cfg.get_string_or_empty("events.nats.password");
+  out.token = cfg.get_string_or_empty("events.nats.token");
+  if (!out.password.empty() && out.user.empty())
+    throw config_error("events.nats.password", "is set without events.nats.user");
+  if (!out.token.empty() && !out.user.empty())
+    throw config_error("events.nats.token",
+                       "is set together with events.nats.user: choose one");
+  out.jetstream = cfg.get_bool("events.nats.jetstream");
+  for (auto& entry : cfg.get_list("events.nats.streams")) {
+    auto eq = entry.find('=');
+    if (eq == std::string::npos)
+      throw config_error("events.nats.streams",
+                         "'" + entry +
+                             "' is not \"NAME=subject subject\" (e.g. "
+                             "ORDERS=orders.>)");
+    nats_stream stream;
+    auto names = split_spaces(entry.substr(0, eq));
+    if (names.size() != 1 || names[0].find_first_of(".*>") != std::string::npos)
+      throw config_error("events.nats.streams", "'" + entry +
+                                                    "' needs one stream name without "
+                                                    "'.', '*' or '>'");
+    stream.name = names[0];
+    stream.subjects = split_spaces(entry.substr(eq + 1));
+    if (stream.subjects.empty())
+      throw config_error("events.nats.streams", "'" + entry + "' names no subject");
+    out.streams.push_back(std::move(stream));
+  }
+  if (!out.jetstream && !out.streams.empty())
+    throw config_error("events.nats.streams", "needs events.nats.jetstream: true");
+  out.connect_timeout = millis(cfg, "events.nats.connect_timeout");
+  out.reconnect_wait = millis(cfg, "events.nats.reconnect_wait");
+  out.publish_timeout = millis(cfg, "events.nats.publish_timeout");
+  out.deliver_timeout = millis(cfg, "events.nats.deliver_timeout");
+  out.redeliver_delay = millis(cfg, "events.nats.redeliver_delay");
+  out.fetch_wait = millis(cfg, "events.nats.fetch_wait");
+  out.fetch_batch = static_cast<uint32_t>(cfg.get_int("events.nats.fetch_batch"));
+  out.ack_wait = millis(cfg, "events.nats.ack_wait");
+  return out;
+}
+
+publisher_actor spawn_nats_publisher(caf::actor_system& sys, nats_settings settings) {
+  return sys.spawn<caf::detached>(nats_publisher, std::move(settings));
+}
+
+nats_subscription_actor spawn_nats_subscriber(caf::actor_system& sys,
+                                              nats_settings settings, std::string subject,
+                                              std::string queue_group,
+                                              event_consumer_actor consumer) {
+  return caf::actor_cast<nats_subscription_actor>(
+      sys.spawn<caf::detached>(nats_subscriber, std::move(settings), std::move(subject),
+                               std::move(queue_group), std::move(consumer)));
+}
+
+nats_subscription_actor spawn_nats_pull_consumer(caf::actor_system& sys,
+                                                 nats_settings settings,
+                                                 std::string stream, std::string durable,
+                                                 std::string subject,
+                                                 event_consumer_actor consumer) {
+  auto shared = std::make_shared<pull_shared>();
+  shared->sys = &sys;
+  shared->settings = std::move(settings);
+  shared->stream = std::move(stream);
+  shared->durable = std::move(durable);
+  shared->subject = std::move(subject);
+  shared->consumer = std::move(consumer);
+  return caf::actor_cast<nats_subscription_actor>(
+      sys.spawn<caf::detached>(nats_pull_consumer, std::move(shared)));
+}
+
+nats_requester_actor spawn_nats_requester(caf::actor_system& sys,
+                                          nats_settings settings) {
+  return caf::actor_cast<nats_requester_actor>(
+      sys.spawn<caf::detached>(nats_requester, std::move(settings)));
+}
+
+nats_subscription_actor spawn_nats_responder(caf::actor_system& sys,
+                                             nats_settings settings, std::string subject,
+                                             std::string queue_group,
+                                             nats_handler_actor handler) {
+  return caf::actor_cast<nats_subscription_actor>(
+      sys.spawn<caf::detached>(nats_responder, std::move(settings), std::move(subject),
+                               std::move(queue_group), std::move(handler)));
+}
+
+} // namespace troupe
