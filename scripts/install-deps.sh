@@ -8,7 +8,7 @@ packages=(
   libjemalloc-dev libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev libboost-dev
   librocksdb-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc grpc-proto libjwt-dev
-  libnats-dev nats-server
+  libnats-dev nats-server librdkafka-dev
   catch2 openssl wrk clang libfuzzer-14-dev
 )
 
