@@ -5,6 +5,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <troupe/gateways/kafka_gateway.hpp>
+#include <troupe/gateways/nats_gateway.hpp>
 #include <troupe/outbox/event_bus_settings.hpp>
 #include <troupe/outbox/route_publisher.hpp>
 #include <troupe/runtime/errors.hpp>
@@ -26,6 +28,13 @@ std::chrono::milliseconds millis(const config& cfg, const std::string& key) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(cfg.get_duration(key));
 }
 
+bool routes_to(const event_bus_settings& s, const std::string& broker) {
+  for (auto& r : s.routes)
+    if (r.broker == broker)
+      return true;
+  return false;
+}
+
 struct event_bus_state {
   static inline const char* name = "event_bus";
   event_bus_state() = default;
@@ -35,7 +44,8 @@ struct event_bus_state {
 // others down and the supervisor restarts the whole bus, which reloads its
 // state from the store.
 caf::behavior event_bus(caf::stateful_actor<event_bus_state>* self,
-                        event_bus_settings settings, embedded_broker_settings embedded) {
+                        event_bus_settings settings, embedded_broker_settings embedded,
+                        config cfg) {
   auto& sys = self->system();
   auto store = local_store(sys);
   if (!store) {
@@ -45,6 +55,25 @@ caf::behavior event_bus(caf::stateful_actor<event_bus_state>* self,
   auto broker = spawn_embedded_broker(sys, store, embedded);
   self->link_to(broker);
   std::map<std::string, publisher_actor> brokers{{"embedded", broker}};
+  // External brokers connect in the background: one that cannot be reached
+  // fails its publishes and the relay retries them; the node keeps serving.
+  try {
+    if (routes_to(settings, "kafka")) {
+      brokers["kafka"] = spawn_kafka_publisher(sys, kafka_settings_from(cfg));
+      self->link_to(brokers["kafka"]);
+    }
+    if (routes_to(settings, "nats")) {
+      brokers["nats"] = spawn_nats_publisher(sys, nats_settings_from(cfg));
+      self->link_to(brokers["nats"]);
+    }
+  } catch (const std::exception& e) {
+    spdlog::critical("event bus cannot start a broker gateway: {}", e.what());
+    self->quit(make_error(errc::internal, e.what()));
+    return {};
+  }
+  std::string names;
+  for (auto& [name, handle] : brokers)
+    names += (names.empty() ? "" : ", ") + name;
   auto routes = spawn_route_publisher(sys, settings, std::move(brokers));
   self->link_to(routes);
   auto relay = spawn_relay(sys, store, routes, settings.relay);
@@ -57,8 +86,8 @@ caf::behavior event_bus(caf::stateful_actor<event_bus_state>* self,
     sys.registry().erase(event_relay_atom::value);
     sys.registry().erase(event_broker_atom::value);
   });
-  spdlog::info("event bus: relay publishing through {} route(s) and the embedded broker",
-               settings.routes.size());
+  spdlog::info("event bus: relay publishing through {} route(s) to {}",
+               settings.routes.size(), names);
   return {[](caf::ok_atom) {}};
 }
 
@@ -91,7 +120,15 @@ embedded_broker_settings embedded_broker_settings_from(const config& cfg) {
 void add_event_bus(node& n) {
   declare_event_bus_config(n.schema());
   declare_embedded_broker_config(n.schema());
-  n.check_config("events", [](const config& cfg) { event_bus_settings_from(cfg); });
+  declare_kafka_config(n.schema());
+  declare_nats_config(n.schema());
+  n.check_config("events", [](const config& cfg) {
+    auto s = event_bus_settings_from(cfg);
+    if (routes_to(s, "kafka"))
+      kafka_settings_from(cfg);
+    if (routes_to(s, "nats"))
+      nats_settings_from(cfg);
+  });
   n.needs_store("events");
   n.only_when_named("events");
   n.on_store_open([](store& db, const config& cfg) {
@@ -101,7 +138,7 @@ void add_event_bus(node& n) {
   });
   n.actor("events", [](caf::actor_system& sys, const config& cfg) {
     return sys.spawn(event_bus, event_bus_settings_from(cfg),
-                     embedded_broker_settings_from(cfg));
+                     embedded_broker_settings_from(cfg), cfg);
   });
 }
 

@@ -40,8 +40,7 @@ std::string event_bus_settings::route_for(const std::string& destination) const 
 }
 
 const std::vector<std::string>& known_brokers() {
-  // Kafka and NATS join this list with their gateways.
-  static const std::vector<std::string> names{"embedded"};
+  static const std::vector<std::string> names{"embedded", "kafka", "nats"};
   return names;
 }
 

@@ -259,6 +259,14 @@ std::vector<std::string> node::to_vector(const std::set<std::string>& names) {
 
 namespace {
 
+// A configuration message names its key, whether or not the thrower did.
+std::string naming_key(const config_error& e) {
+  std::string text = e.what();
+  if (e.key().empty() || text.find(e.key()) != std::string::npos)
+    return text;
+  return e.key() + ": " + text;
+}
+
 // Signals are taken by one thread with sigwait, so no handler runs inside
 // CAF's or spdlog's code.
 class signal_watcher {
@@ -446,7 +454,7 @@ int node::run(int argc, char** argv) {
   try {
     cfg = config::load(schema_, sources);
   } catch (const config_error& e) {
-    std::cerr << program_ << ": configuration error: " << e.what() << "\n";
+    std::cerr << program_ << ": configuration error: " << naming_key(e) << "\n";
     return 2;
   }
   if (print_config) {
@@ -463,7 +471,7 @@ int node::run(int argc, char** argv) {
       if (enabled(wanted_now, name, named_only_))
         check(cfg);
   } catch (const config_error& e) {
-    std::cerr << program_ << ": configuration error: " << e.what() << "\n";
+    std::cerr << program_ << ": configuration error: " << naming_key(e) << "\n";
     return 2;
   }
 

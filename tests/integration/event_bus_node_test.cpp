@@ -119,3 +119,41 @@ TEST_CASE("every order saga's end is published as an event through the node's ou
   CHECK(all);
   CHECK(published == 6);
 }
+
+TEST_CASE("a kafka route without events.kafka.bootstrap_servers stops the node with exit "
+          "code 2 naming the key",
+          "[config][events]") {
+  temp_dir dir;
+  node_process proc{troupe_node_binary(),
+                    {"--node.name", "a", "--services.enabled", "[events]", "--store.path",
+                     (dir.path() / "store").string(), "--events.routes",
+                     "[orders.*=kafka]", "--status.port", "0", "--cluster.port", "0"},
+                    {},
+                    "events-config"};
+  auto code = proc.wait_exit(within(15s));
+  INFO("output:\n" << proc.output());
+  REQUIRE(code.has_value());
+  CHECK(*code == 2);
+  CHECK(contains(proc.output(), "events.kafka.bootstrap_servers"));
+}
+
+TEST_CASE("a node whose NATS route's server is unreachable starts, stays ready and lists "
+          "the route in /readyz",
+          "[events]") {
+  temp_dir dir;
+  auto nowhere = "nats://127.0.0.1:" + std::to_string(free_port());
+  auto node = start_node("a",
+                         {"--services.enabled", "[events]", "--store.path",
+                          (dir.path() / "store").string(), "--events.routes", "[*=nats]",
+                          "--events.nats.servers", "[" + nowhere + "]"},
+                         within(20s));
+  std::optional<http_response> r;
+  bool ready = eventually(within(15s), [&] {
+    r = http_get(node.status_port, "/readyz");
+    return r && r->status == 200 && contains(r->body, "events route * (nats)");
+  });
+  INFO("output:\n" << node->output());
+  CHECK(ready);
+  CHECK(contains(node->output(), "event bus: relay publishing through 1 route(s) to "
+                                 "embedded, nats"));
+}
