@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -129,7 +130,11 @@ order_node start_order_node(const std::filesystem::path& store, const strings& e
                "--gateways.grpc.enabled",
                "false"};
   order_node n;
-  n.node = start_node("a", args + relay_flags + extra, deadline);
+  // A key `extra` names replaces its default in relay_flags.
+  for (size_t i = 0; i + 1 < relay_flags.size(); i += 2)
+    if (std::find(extra.begin(), extra.end(), relay_flags[i]) == extra.end())
+      args.insert(args.end(), {relay_flags[i], relay_flags[i + 1]});
+  n.node = start_node("a", args + extra, deadline);
   auto line = n->wait_for_line(std::regex{R"(http gateway listening on [^:\s]+:(\d+))"},
                                deadline);
   if (!line)
