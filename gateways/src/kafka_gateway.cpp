@@ -8,6 +8,8 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <caf/all.hpp>
 #include <librdkafka/rdkafka.h>
@@ -118,8 +120,11 @@ rd_kafka_t* new_client(rd_kafka_type_t type, conf_ptr conf) {
 
 // --- publisher --------------------------------------------------------------
 
+/// Delivery reports of one poll: ticket and error ("" when acknowledged).
+using delivery_reports = std::vector<std::pair<uint64_t, std::string>>;
+
 using kafka_publisher_actor =
-    publisher_actor::extend<caf::reacts_to<kafka_delivered_atom, uint64_t, std::string>,
+    publisher_actor::extend<caf::reacts_to<kafka_delivered_atom, delivery_reports>,
                             caf::reacts_to<kafka_expire_atom, uint64_t>>;
 
 // The producer and its poll thread. Delivery reports run on that thread and
@@ -130,26 +135,38 @@ struct producer_core {
   std::atomic<bool> stopping{false};
   std::thread poller;
 
+  // Poll thread only: reports collected during one rd_kafka_poll, sent as one
+  // message, so a busy producer costs one actor message per poll, not per record.
+  delivery_reports pending_reports;
+
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     auto* self = static_cast<producer_core*>(opaque);
     auto ticket = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(msg->_private));
-    auto owner = self->owner.lock();
-    if (!owner)
+    self->pending_reports.emplace_back(ticket, msg->err ? kafka_error_text(msg->err)
+                                                        : std::string{});
+  }
+
+  void send_reports() {
+    if (pending_reports.empty())
       return;
-    caf::anon_send(caf::actor_cast<kafka_publisher_actor>(owner),
-                   kafka_delivered_atom::value, ticket,
-                   msg->err ? kafka_error_text(msg->err) : std::string{});
+    auto reports = std::exchange(pending_reports, {});
+    if (auto who = owner.lock())
+      caf::anon_send(caf::actor_cast<kafka_publisher_actor>(who),
+                     kafka_delivered_atom::value, std::move(reports));
   }
 
   void start(caf::weak_actor_ptr who) {
     owner = std::move(who);
     poller = std::thread{[this] {
-      while (!stopping.load())
+      while (!stopping.load()) {
         rd_kafka_poll(rk, poll_ms);
+        send_reports();
+      }
       // Whatever is still unacknowledged fails at its caller, whose relay
       // retries it; waiting for it here would hold up the node's stop.
       rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       rd_kafka_poll(rk, 0);
+      send_reports();
       rd_kafka_destroy(rk);
       rk = nullptr;
     }};
@@ -292,19 +309,21 @@ kafka_publisher(kafka_publisher_actor::stateful_pointer<publisher_state> self,
                            kafka_expire_atom::value, id);
         return rp;
       },
-      [=](kafka_delivered_atom, uint64_t ticket, std::string& error) {
+      [=](kafka_delivered_atom, delivery_reports& reports) {
         auto& st = self->state;
-        auto t = st.tickets.find(ticket);
-        if (t == st.tickets.end())
-          return; // its call expired
-        auto [id, index] = t->second;
-        st.tickets.erase(t);
-        auto c = st.calls.find(id);
-        if (c == st.calls.end())
-          return;
-        c->second.results[index] = std::move(error);
-        if (--c->second.pending == 0)
-          finish_call(self, id);
+        for (auto& [ticket, error] : reports) {
+          auto t = st.tickets.find(ticket);
+          if (t == st.tickets.end())
+            continue; // its call expired
+          auto [id, index] = t->second;
+          st.tickets.erase(t);
+          auto c = st.calls.find(id);
+          if (c == st.calls.end())
+            continue;
+          c->second.results[index] = std::move(error);
+          if (--c->second.pending == 0)
+            finish_call(self, id);
+        }
       },
       [=](kafka_expire_atom, uint64_t id) {
         auto& st = self->state;
