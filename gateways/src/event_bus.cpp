@@ -79,9 +79,10 @@ bool subject_matches(const std::string& pattern, const std::string& subject) {
   return false;
 }
 
-// JetStream durable names may not contain '.', '*', '>' or whitespace.
-std::string durable_name(const std::string& group) {
-  std::string out = group;
+// A durable consumer has one filter subject, so a group's durable is per
+// destination; its name may not contain '.', '*', '>' or whitespace.
+std::string durable_name(const std::string& group, const std::string& destination) {
+  std::string out = group + "-" + destination;
   for (auto& c : out)
     if (c == '.' || c == '*' || c == '>' || c == ' ' || c == '\t')
       c = '_';
@@ -156,8 +157,9 @@ void apply_subscription(bus_pointer self, const std::string& destination,
             stream = &candidate;
       if (stream == nullptr)
         return failing("no stream in events.nats.streams holds the subject");
-      sub = spawn_nats_pull_consumer(sys, nats, stream->name, durable_name(group),
-                                     destination, consumer);
+      sub = spawn_nats_pull_consumer(sys, nats, stream->name,
+                                     durable_name(group, destination), destination,
+                                     consumer);
     } else {
       sub = spawn_nats_subscriber(sys, nats, destination, group, consumer);
     }
@@ -246,6 +248,11 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
   {
     std::lock_guard<std::mutex> guard{subscriptions_mtx};
     running_bus = self->address();
+    // Consumers that ended before any bus saw them leave nothing behind.
+    subscriptions.erase(
+        std::remove_if(subscriptions.begin(), subscriptions.end(),
+                       [](auto& s) { return !caf::actor_cast<caf::actor>(s.consumer); }),
+        subscriptions.end());
     pending = subscriptions;
   }
   for (auto& p : pending)
@@ -327,10 +334,6 @@ event_bus_handles local_event_bus(caf::actor_system& sys) {
       sys.registry().get(event_broker_atom::value));
   return h;
 }
-
-} // namespace troupe::gateways
-
-namespace troupe::gateways {
 
 void subscribe_events(caf::actor_system&, std::string destination, std::string group,
                       event_consumer_actor consumer) {

@@ -46,8 +46,8 @@ event_bus_handles local_event_bus(caf::actor_system& sys);
 /// Subscribes `consumer` to `destination` as a member of consumer group
 /// `group`, through the broker `events.routes` names for the destination: a
 /// group of the embedded broker, a Kafka consumer group, or a JetStream
-/// durable pull consumer named after the group on the stream that holds the
-/// subject (a core NATS queue group when events.nats.jetstream is off).
+/// durable pull consumer "<group>-<destination>" (dots as '_') on the stream
+/// that holds the subject (a core NATS queue group when events.nats.jetstream is off).
 /// Takes effect once this node's event bus runs and again after each of its
 /// restarts; ends when the consumer terminates. Failures are logged and
 /// listed in `/readyz`.
