@@ -31,10 +31,13 @@ int main(int argc, char** argv) {
   node.actor("orders_client", orders::spawn_orders_client,
              troupe::restart_policy::transient);
   node.actor("orders_auditor", orders::spawn_auditor, troupe::restart_policy::temporary);
-  // Sagas need a store path, the client and auditor are load and checks:
-  // each runs only where services.enabled names it.
+  node.actor("order_notifications", orders::spawn_order_notifications);
+  // Sagas need a store path, the client and auditor are load and checks,
+  // notifications need the event bus: each runs only where services.enabled
+  // names it.
   node.only_when_named(troupe::saga_manager_name)
       .only_when_named("orders_client")
-      .only_when_named("orders_auditor");
+      .only_when_named("orders_auditor")
+      .only_when_named("order_notifications");
   return node.run(argc, argv);
 }

@@ -1,6 +1,9 @@
 #include <troupe/gateways/event_bus.hpp>
 
+#include <algorithm>
+#include <map>
 #include <mutex>
+#include <set>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -11,6 +14,7 @@
 #include <troupe/outbox/route_publisher.hpp>
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/node.hpp>
+#include <troupe/runtime/readiness.hpp>
 
 namespace troupe::gateways {
 
@@ -23,6 +27,7 @@ using event_broker_atom = caf::atom_constant<caf::atom("evbroker")>;
 // thread, when the store opens (opening commits a new epoch, a blocking write).
 std::mutex sequence_mtx;
 std::shared_ptr<outbox_sequence> node_sequence;
+std::chrono::milliseconds node_inbox_retention{std::chrono::hours(24 * 7)};
 
 std::chrono::milliseconds millis(const config& cfg, const std::string& key) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(cfg.get_duration(key));
@@ -35,17 +40,162 @@ bool routes_to(const event_bus_settings& s, const std::string& broker) {
   return false;
 }
 
+// Subscriptions outlive a restart of the bus, which re-applies them; weak
+// handles, so a subscription never keeps its consumer alive.
+struct subscription_request {
+  std::string destination;
+  std::string group;
+  caf::actor_addr consumer;
+};
+
+std::mutex subscriptions_mtx;
+std::vector<subscription_request> subscriptions;
+caf::actor_addr running_bus; // guarded by subscriptions_mtx
+
+using apply_subscription_atom = caf::atom_constant<caf::atom("evsubapply")>;
+
+// NATS subject matching: `*` is one token, `>` the rest.
+bool subject_matches(const std::string& pattern, const std::string& subject) {
+  size_t p = 0;
+  size_t s = 0;
+  while (p < pattern.size() && s <= subject.size()) {
+    auto pe = pattern.find('.', p);
+    auto se = subject.find('.', s);
+    auto ptok = pattern.substr(p, pe == std::string::npos ? std::string::npos : pe - p);
+    if (ptok == ">")
+      return s < subject.size();
+    if (s >= subject.size())
+      return false;
+    auto stok = subject.substr(s, se == std::string::npos ? std::string::npos : se - s);
+    if (ptok != "*" && ptok != stok)
+      return false;
+    if ((pe == std::string::npos) != (se == std::string::npos))
+      return false;
+    if (pe == std::string::npos)
+      return true;
+    p = pe + 1;
+    s = se + 1;
+  }
+  return false;
+}
+
+// A durable consumer has one filter subject, so a group's durable is per
+// destination; its name may not contain '.', '*', '>' or whitespace.
+std::string durable_name(const std::string& group, const std::string& destination) {
+  std::string out = group + "-" + destination;
+  for (auto& c : out)
+    if (c == '.' || c == '*' || c == '>' || c == ' ' || c == '\t')
+      c = '_';
+  return out;
+}
+
+std::string subscription_subject(const std::string& destination, const std::string& group,
+                                 const std::string& broker) {
+  return "events subscription " + destination + " (" + broker + ", group " + group + ")";
+}
+
 struct event_bus_state {
   static inline const char* name = "event_bus";
   event_bus_state() = default;
+  event_bus_settings settings;
+  config cfg;
+  embedded_broker_actor broker;
+  // Kafka subscriptions own a poll thread: stopping one joins it, which is
+  // why the bus runs detached.
+  std::multimap<caf::actor_addr, std::unique_ptr<kafka_subscription>> kafka;
+  std::multimap<caf::actor_addr, caf::actor> nats;
+  std::set<std::string> details;
+
+  ~event_bus_state() {
+    for (auto& [addr, sub] : kafka)
+      sub->stop();
+    for (auto& d : details)
+      set_readiness_detail(d, {});
+  }
 };
+
+using bus_pointer = caf::stateful_actor<event_bus_state>*;
+
+void show_subscription(bus_pointer self, const std::string& subject, std::string state) {
+  self->state.details.insert(subject);
+  set_readiness_detail(subject, std::move(state));
+}
+
+void apply_subscription(bus_pointer self, const std::string& destination,
+                        const std::string& group, const event_consumer_actor& consumer) {
+  auto& st = self->state;
+  auto& sys = self->system();
+  auto broker = st.settings.broker_for(destination);
+  auto subject = subscription_subject(destination, group, broker);
+  self->monitor(consumer);
+  auto failing = [self, subject, destination](const std::string& why) {
+    spdlog::error("event bus: cannot subscribe to {}: {}", destination, why);
+    show_subscription(self, subject, "failing: " + why);
+  };
+  try {
+    if (broker == "embedded") {
+      self->request(st.broker, std::chrono::seconds(10), subscribe_atom::value,
+                    destination, group, consumer)
+          .then([=](caf::ok_atom) { show_subscription(self, subject, "subscribed"); },
+                [=](caf::error& err) { failing(self->system().render(err)); });
+      return;
+    }
+    if (broker == "kafka") {
+      st.kafka.emplace(consumer.address(),
+                       subscribe_kafka(sys, kafka_settings_from(st.cfg), destination,
+                                       group, consumer));
+      show_subscription(self, subject, "subscribed");
+      return;
+    }
+    auto nats = nats_settings_from(st.cfg);
+    nats_subscription_actor sub;
+    if (nats.jetstream) {
+      const nats_stream* stream = nullptr;
+      for (auto& candidate : nats.streams)
+        for (auto& pattern : candidate.subjects)
+          if (stream == nullptr && subject_matches(pattern, destination))
+            stream = &candidate;
+      if (stream == nullptr)
+        return failing("no stream in events.nats.streams holds the subject");
+      sub = spawn_nats_pull_consumer(sys, nats, stream->name,
+                                     durable_name(group, destination), destination,
+                                     consumer);
+    } else {
+      sub = spawn_nats_subscriber(sys, nats, destination, group, consumer);
+    }
+    // Linked: a subscription that dies takes the bus down, and its restart
+    // subscribes again.
+    self->link_to(sub);
+    st.nats.emplace(consumer.address(), caf::actor_cast<caf::actor>(sub));
+    self->request(sub, std::chrono::seconds(30), nats_ready_atom::value)
+        .then([=](caf::ok_atom) { show_subscription(self, subject, "subscribed"); },
+              [=](caf::error& err) { failing(self->system().render(err)); });
+  } catch (const std::exception& e) {
+    failing(e.what());
+  }
+}
+
+void drop_subscriptions_of(bus_pointer self, const caf::actor_addr& consumer) {
+  auto& st = self->state;
+  for (auto [it, end] = st.kafka.equal_range(consumer); it != end; ++it)
+    it->second->stop();
+  st.kafka.erase(consumer);
+  for (auto [it, end] = st.nats.equal_range(consumer); it != end; ++it) {
+    self->unlink_from(it->second);
+    self->send_exit(it->second, caf::exit_reason::user_shutdown);
+  }
+  st.nats.erase(consumer);
+  std::lock_guard<std::mutex> guard{subscriptions_mtx};
+  subscriptions.erase(std::remove_if(subscriptions.begin(), subscriptions.end(),
+                                     [&](auto& s) { return s.consumer == consumer; }),
+                      subscriptions.end());
+}
 
 // Owns the bus's actors through links: one of them failing takes the
 // others down and the supervisor restarts the whole bus, which reloads its
 // state from the store.
-caf::behavior event_bus(caf::stateful_actor<event_bus_state>* self,
-                        event_bus_settings settings, embedded_broker_settings embedded,
-                        config cfg) {
+caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
+                        embedded_broker_settings embedded, config cfg) {
   auto& sys = self->system();
   auto store = local_store(sys);
   if (!store) {
@@ -82,13 +232,41 @@ caf::behavior event_bus(caf::stateful_actor<event_bus_state>* self,
                      caf::actor_cast<caf::strong_actor_ptr>(relay));
   sys.registry().put(event_broker_atom::value,
                      caf::actor_cast<caf::strong_actor_ptr>(broker));
-  self->attach_functor([&sys] {
+  self->attach_functor([&sys, addr = self->address()] {
     sys.registry().erase(event_relay_atom::value);
     sys.registry().erase(event_broker_atom::value);
+    std::lock_guard<std::mutex> guard{subscriptions_mtx};
+    if (running_bus == addr)
+      running_bus = caf::actor_addr{};
   });
   spdlog::info("event bus: relay publishing through {} route(s) to {}",
                settings.routes.size(), names);
-  return {[](caf::ok_atom) {}};
+  self->state.settings = std::move(settings);
+  self->state.cfg = std::move(cfg);
+  self->state.broker = broker;
+  std::vector<subscription_request> pending;
+  {
+    std::lock_guard<std::mutex> guard{subscriptions_mtx};
+    running_bus = self->address();
+    // Consumers that ended before any bus saw them leave nothing behind.
+    subscriptions.erase(
+        std::remove_if(subscriptions.begin(), subscriptions.end(),
+                       [](auto& s) { return !caf::actor_cast<caf::actor>(s.consumer); }),
+        subscriptions.end());
+    pending = subscriptions;
+  }
+  for (auto& p : pending)
+    if (auto consumer = caf::actor_cast<event_consumer_actor>(p.consumer))
+      apply_subscription(self, p.destination, p.group, consumer);
+  self->set_down_handler(
+      [self](const caf::down_msg& down) { drop_subscriptions_of(self, down.source); });
+  return {
+      [self](apply_subscription_atom, const std::string& destination,
+             const std::string& group, const caf::actor_addr& addr) {
+        if (auto consumer = caf::actor_cast<event_consumer_actor>(addr))
+          apply_subscription(self, destination, group, consumer);
+      },
+  };
 }
 
 } // namespace
@@ -135,10 +313,11 @@ void add_event_bus(node& n) {
     auto seq = outbox_sequence::open(db, cfg.get_string("node.name"));
     std::lock_guard<std::mutex> guard{sequence_mtx};
     node_sequence = std::move(seq);
+    node_inbox_retention = event_bus_settings_from(cfg).inbox_retention;
   });
   n.actor("events", [](caf::actor_system& sys, const config& cfg) {
-    return sys.spawn(event_bus, event_bus_settings_from(cfg),
-                     embedded_broker_settings_from(cfg), cfg);
+    return sys.spawn<caf::detached>(event_bus, event_bus_settings_from(cfg),
+                                    embedded_broker_settings_from(cfg), cfg);
   });
 }
 
@@ -147,12 +326,29 @@ event_bus_handles local_event_bus(caf::actor_system& sys) {
   {
     std::lock_guard<std::mutex> guard{sequence_mtx};
     h.sequence = node_sequence;
+    h.inbox_retention = node_inbox_retention;
   }
   h.store = local_store(sys);
   h.relay = caf::actor_cast<relay_actor>(sys.registry().get(event_relay_atom::value));
   h.broker = caf::actor_cast<embedded_broker_actor>(
       sys.registry().get(event_broker_atom::value));
   return h;
+}
+
+void subscribe_events(caf::actor_system&, std::string destination, std::string group,
+                      event_consumer_actor consumer) {
+  caf::actor bus;
+  auto addr = consumer.address();
+  {
+    std::lock_guard<std::mutex> guard{subscriptions_mtx};
+    subscriptions.push_back({destination, group, addr});
+    bus = caf::actor_cast<caf::actor>(running_bus);
+  }
+  // A bus starting meanwhile reads the list after setting running_bus, so
+  // the subscription is applied exactly once either way.
+  if (bus)
+    caf::anon_send(bus, apply_subscription_atom::value, std::move(destination),
+                   std::move(group), addr);
 }
 
 } // namespace troupe::gateways

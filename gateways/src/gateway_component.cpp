@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <troupe/gateways/api_backend.hpp>
+#include <troupe/gateways/event_bus.hpp>
+#include <troupe/gateways/saga_command_consumer.hpp>
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/node.hpp>
 
@@ -22,6 +24,8 @@ struct gateway_state {
   std::shared_ptr<api_backend> backend;
   std::unique_ptr<grpc_gateway> grpc;
   std::unique_ptr<http_gateway> http;
+  // Subscriptions hold their consumer weakly: the gateway keeps it alive.
+  event_consumer_actor saga_commands;
   bool serving = false;
 
   ~gateway_state() {
@@ -46,6 +50,23 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
       st.http = std::make_unique<http_gateway>(st.backend, s);
       spdlog::info("http gateway listening on {}:{}{}", s.http_host, st.http->port(),
                    s.tls.enabled() ? " (TLS)" : "");
+    }
+    if (!s.saga_command_topics.empty()) {
+      // The broker is the trust boundary of commands: whoever may publish to
+      // the topic may start sagas, so the token and rate checks of the
+      // public API do not apply.
+      auto trusted = s;
+      trusted.auth = auth_settings{};
+      trusted.rate_per_client = 0;
+      auto consumer = st.saga_commands = spawn_saga_command_consumer(
+          self->system(),
+          std::make_shared<api_backend>(self->system(), catalog, std::move(trusted)));
+      self->link_to(consumer);
+      for (auto& topic : s.saga_command_topics) {
+        subscribe_events(self->system(), topic, s.saga_command_group, consumer);
+        spdlog::info("saga commands: starting sagas from topic {} (group {})", topic,
+                     s.saga_command_group);
+      }
     }
   } catch (const std::exception& e) {
     spdlog::critical("gateway cannot start: {}", e.what());

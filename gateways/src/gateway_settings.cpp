@@ -1,5 +1,7 @@
 #include <troupe/gateways/gateway_settings.hpp>
 
+#include <algorithm>
+
 #include <troupe/runtime/config.hpp>
 
 namespace troupe::gateways {
@@ -91,6 +93,15 @@ void declare_gateway_config(config_schema& s) {
       .default_value("[]")
       .describe("Service requests callable from outside, \"service/method\" or "
                 "\"service/*\"; each must also be exposed by the application.");
+  s.declare("gateways.saga_commands.topics", value_kind::string_list)
+      .default_value("[]")
+      .describe("Event-bus topics whose messages (StartSagaRequest, JSON or protobuf by "
+                "content type) start sagas, each once however often it is delivered; "
+                "the broker is the one events.routes names. Needs the events service.");
+  s.declare("gateways.saga_commands.group", value_kind::string)
+      .default_value("troupe-saga-commands")
+      .describe("Consumer group of the saga command topics; nodes in one group share "
+                "the commands.");
   s.declare("gateways.rate_limit.per_client", value_kind::floating)
       .default_value("0")
       .min(0)
@@ -191,6 +202,22 @@ gateway_settings gateway_settings_from(const config& cfg) {
   s.access.cancel = cfg.get_list("gateways.access.cancel");
   s.access.invoke = cfg.get_list("gateways.access.invoke");
   s.invocable = cfg.get_list("gateways.invocable");
+  s.saga_command_topics = cfg.get_list("gateways.saga_commands.topics");
+  s.saga_command_group = cfg.get_string("gateways.saga_commands.group");
+  if (!s.saga_command_topics.empty()) {
+    auto enabled = cfg.get_list("services.enabled");
+    if (std::find(enabled.begin(), enabled.end(), "events") == enabled.end())
+      throw config_error("gateways.saga_commands.topics",
+                         "gateways.saga_commands.topics needs the event bus: add events "
+                         "to services.enabled");
+    for (auto& t : s.saga_command_topics)
+      if (t.empty() || t.find_first_of("*> \t") != std::string::npos)
+        throw config_error("gateways.saga_commands.topics",
+                           "'" + t + "' is not a topic name (no wildcards or spaces)");
+    if (s.saga_command_group.empty())
+      throw config_error("gateways.saga_commands.group",
+                         "gateways.saga_commands.group must not be empty");
+  }
   s.rate_per_client = cfg.get_double("gateways.rate_limit.per_client");
   s.rate_burst = static_cast<uint32_t>(cfg.get_int("gateways.rate_limit.burst"));
   s.default_timeout = cfg.get_duration("gateways.default_timeout");

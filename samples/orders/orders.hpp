@@ -198,6 +198,9 @@ shipping_actor spawn_shipping(caf::actor_system& sys, const troupe::config& cfg)
 /// Starts `orders_client.count` orders through the saga manager and reports
 /// how each ended (the demo's and the crash test's load).
 caf::actor spawn_orders_client(caf::actor_system& sys, const troupe::config& cfg);
+/// Subscribes to the saga's end events (orders.completed, orders.compensated)
+/// and records one notice per order, each event applied once.
+caf::actor spawn_order_notifications(caf::actor_system& sys, const troupe::config& cfg);
 /// Prints every saga's end state and every service's applications per key
 /// (what the crash-recovery test checks), then stops.
 caf::actor spawn_auditor(caf::actor_system& sys, const troupe::config& cfg);

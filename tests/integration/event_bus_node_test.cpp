@@ -157,3 +157,45 @@ TEST_CASE("a node whose NATS route's server is unreachable starts, stays ready a
   CHECK(contains(node->output(), "event bus: relay publishing through 1 route(s) to "
                                  "embedded, nats"));
 }
+
+namespace {
+
+size_t count_of(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (auto pos = text.find(part); pos != std::string::npos;
+       pos = text.find(part, pos + 1))
+    ++n;
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("a service subscribed to the order saga's end events applies each of them once "
+          "through the embedded broker",
+          "[events][sagas]") {
+  temp_dir dir;
+  auto node = start_node("a",
+                         {"--services.enabled",
+                          "[sagas, orders, inventory, payment, shipping, events, "
+                          "orders_client, order_notifications]",
+                          "--store.path", (dir.path() / "store").string(),
+                          "--orders_client.count", "6", "--orders_client.fail_every", "3",
+                          "--events.relay.poll_interval", "50ms"},
+                         within(20s));
+  std::string readyz;
+  bool all = eventually(within(30s), [&] {
+    auto out = node->output();
+    return count_of(out, "notifications: customer ") +
+               count_of(out, "did not go through") >=
+           6;
+  });
+  auto r = http_get(node.status_port, "/readyz");
+  INFO("output:\n" << node->output() << "\nreadyz:\n" << (r ? r->body : ""));
+  REQUIRE(all);
+  auto out = node->output();
+  CHECK(count_of(out, "notifications: customer ") == 4);
+  CHECK(count_of(out, "did not go through") == 2);
+  REQUIRE(r);
+  CHECK(contains(r->body, "events subscription orders.completed (embedded, group "
+                          "order-notifications): subscribed"));
+}

@@ -119,10 +119,14 @@ struct order_node {
   uint16_t status_port() const { return node.status_port; }
 };
 
-order_node start_order_node(const std::filesystem::path& store, const strings& extra) {
+constexpr const char* order_services =
+    "[sagas, orders, inventory, payment, shipping, gateway, events]";
+
+order_node start_order_node(const std::filesystem::path& store, const strings& extra,
+                            const std::string& services = order_services) {
   auto deadline = within(20s);
   strings args{"--services.enabled",
-               "[sagas, orders, inventory, payment, shipping, gateway, events]",
+               services,
                "--store.path",
                store.string(),
                "--gateways.http.port",
@@ -644,4 +648,52 @@ TEST_CASE("a node killed -9 while its relay publishes to the embedded broker pub
   kill_hard(node);
   check_each_order_once(
       embedded_contents(store, {"orders.completed", "orders.compensated"}), orders);
+}
+
+namespace {
+
+size_t count_of(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (auto pos = text.find(part); pos != std::string::npos;
+       pos = text.find(part, pos + 1))
+    ++n;
+  return n;
+}
+
+} // namespace
+
+TEST_CASE(
+    "a service subscribed through a JetStream durable consumer applies each order's "
+    "end event once, and a restarted node does not apply them again",
+    "[events][nats]") {
+  temp_dir dir;
+  nats_server nats{dir.path() / "js", free_port()};
+  nats.start();
+  auto store = dir.path() / "store";
+  auto services = std::string{"[sagas, orders, inventory, payment, shipping, gateway, "
+                              "events, order_notifications]"};
+  auto node = start_order_node(store, nats_flags(nats.url()), services);
+  start_orders(node.http_port, "sub", 4);
+  bool notified = eventually(within(20s), [&] {
+    return count_of(node->output(), "notifications: customer c-1 told order sub-") >= 4;
+  });
+  auto readyz = http_get(node.status_port(), "/readyz");
+  INFO("output:\n" << node->output() << "\nreadyz:\n" << (readyz ? readyz->body : ""));
+  REQUIRE(notified);
+  CHECK(count_of(node->output(), "notifications: customer c-1 told order sub-") == 4);
+  REQUIRE(readyz);
+  CHECK(contains(readyz->body, "events subscription orders.completed (nats, group "
+                               "order-notifications): subscribed"));
+  kill_hard(node);
+
+  auto again = start_order_node(store, nats_flags(nats.url()), services);
+  start_orders(again.http_port, "after", 1);
+  // The durable consumer delivers in stream order: once the new order's
+  // notice is there, any redelivery of the earlier ones came before it.
+  bool later = eventually(
+      within(20s), [&] { return contains(again->output(), "told order after-1 ships"); });
+  INFO("output after the restart:\n" << again->output());
+  REQUIRE(later);
+  CHECK(count_of(again->output(), "told order sub-") == 0);
+  nats.stop();
 }

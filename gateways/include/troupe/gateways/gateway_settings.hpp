@@ -82,6 +82,10 @@ struct gateway_settings {
   /// Services and methods callable by Invoke, "service/method" or "service/*";
   /// the application must also expose them in the api_catalog.
   std::vector<std::string> invocable;
+  /// Topics whose messages start sagas (StartSagaRequest), consumed as
+  /// `saga_command_group`; empty: none.
+  std::vector<std::string> saga_command_topics;
+  std::string saga_command_group = "troupe-saga-commands";
   std::string node_name;
 };
 
