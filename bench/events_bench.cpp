@@ -113,44 +113,63 @@ void warm_up(caf::actor_system& sys, const troupe::publisher_actor& publisher,
                [](caf::error&) { std::fprintf(stderr, "warm-up publish failed\n"); });
 }
 
+/// A relay over a fresh store publishing through `make`'s publisher (warmed
+/// up on `topic`); the destructor stops its actors and removes the store.
+struct relay_pipeline {
+  caf::actor_system& sys;
+  std::filesystem::path dir = fresh_dir("relay");
+  std::shared_ptr<troupe::store> db;
+  troupe::store_actor store;
+  std::shared_ptr<troupe::outbox_sequence> sequence;
+  troupe::publisher_actor publisher;
+  troupe::relay_actor relay;
+
+  relay_pipeline(caf::actor_system& sys, const publisher_factory& make, const char* topic)
+      : sys(sys) {
+    troupe::store_settings s;
+    s.path = (dir / "db").string();
+    db = troupe::store::open(s);
+    store = troupe::spawn_store_actor(sys, db);
+    sequence = troupe::outbox_sequence::open(*db, "bench");
+    publisher = make(store);
+    warm_up(sys, publisher, topic);
+    troupe::relay_settings rs;
+    rs.poll_interval = milliseconds(1);
+    if (relay_batch > 0)
+      rs.batch_size = relay_batch;
+    relay = troupe::spawn_relay(sys, store, publisher, rs);
+  }
+  ~relay_pipeline() {
+    caf::scoped_actor self{sys};
+    for (auto h :
+         {caf::actor_cast<caf::actor>(relay), caf::actor_cast<caf::actor>(publisher),
+          caf::actor_cast<caf::actor>(store)}) {
+      self->send_exit(h, caf::exit_reason::user_shutdown);
+      self->wait_for(h);
+    }
+    sys.registry().erase(caf::atom("store"));
+    db.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
 /// Rows committed into the outbox → acknowledged by the publisher `make`
 /// returns, until the outbox is empty.
 double relay_rate(caf::actor_system& sys, size_t rows, const std::string& payload,
                   const publisher_factory& make) {
-  auto dir = fresh_dir("relay");
-  troupe::store_settings s;
-  s.path = (dir / "db").string();
-  auto db = troupe::store::open(s);
-  auto store = troupe::spawn_store_actor(sys, db);
-  auto sequence = troupe::outbox_sequence::open(*db, "bench");
-  auto broker = make(store);
-  warm_up(sys, broker, bench_topic);
-  troupe::relay_settings rs;
-  rs.poll_interval = milliseconds(1);
-  if (relay_batch > 0)
-    rs.batch_size = relay_batch;
-  auto relay = troupe::spawn_relay(sys, store, broker, rs);
+  relay_pipeline p{sys, make, bench_topic};
   std::vector<troupe::write_batch> batches;
   batches.reserve(rows);
   for (size_t i = 0; i < rows; ++i) {
-    troupe::outbox_transaction tx{sequence};
+    troupe::outbox_transaction tx{p.sequence};
     tx.emit_encoded(bench_topic, key_of(i), "bench_event", payload);
     batches.push_back(std::move(tx).take());
   }
   auto start = steady_clock::now();
-  commit_all(*db, std::move(batches));
-  while (!outbox_empty(*db))
+  commit_all(*p.db, std::move(batches));
+  while (!outbox_empty(*p.db))
     std::this_thread::sleep_for(milliseconds(1));
   auto secs = duration<double>(steady_clock::now() - start).count();
-  caf::scoped_actor self{sys};
-  for (auto h : {caf::actor_cast<caf::actor>(relay), caf::actor_cast<caf::actor>(broker),
-                 caf::actor_cast<caf::actor>(store)}) {
-    self->send_exit(h, caf::exit_reason::user_shutdown);
-    self->wait_for(h);
-  }
-  sys.registry().erase(caf::atom("store"));
-  db.reset();
-  std::filesystem::remove_all(dir);
   return static_cast<double>(rows) / secs;
 }
 
@@ -278,37 +297,29 @@ latency_figures kafka_latency(caf::actor_system& sys, const mock_kafka& mk, size
       rd_kafka_message_destroy(m);
   }
 
-  auto dir = fresh_dir("latency");
-  troupe::store_settings s;
-  s.path = (dir / "db").string();
-  auto db = troupe::store::open(s);
-  auto store = troupe::spawn_store_actor(sys, db);
-  auto sequence = troupe::outbox_sequence::open(*db, "bench");
-  auto publisher = troupe::spawn_kafka_publisher(sys, kafka_for(mk));
-  warm_up(sys, publisher, latency_topic);
-  troupe::relay_settings rs;
-  rs.poll_interval = milliseconds(1);
-  auto relay = troupe::spawn_relay(sys, store, publisher, rs);
-
   std::mutex mtx;
   std::vector<steady_clock::time_point> committed(rows);
   std::vector<double> latencies;
-  std::atomic<bool> producing{true};
+  // After what its commit callbacks touch, so it stops before they go.
+  relay_pipeline p{sys,
+                   [&](troupe::store_actor) {
+                     return troupe::spawn_kafka_publisher(sys, kafka_for(mk));
+                   },
+                   latency_topic};
   std::thread producer{[&] {
     auto gap = duration<double>(1.0 / per_second);
     auto start = steady_clock::now();
     for (size_t i = 0; i < rows; ++i) {
       std::this_thread::sleep_until(start + duration_cast<nanoseconds>(gap * i));
-      troupe::outbox_transaction tx{sequence};
+      troupe::outbox_transaction tx{p.sequence};
       auto payload = std::to_string(i);
       payload.resize(200, ' ');
       tx.emit_encoded(latency_topic, key_of(i), "bench_event", payload);
-      db->commit(std::move(tx).take(), [&, i](const std::string&) {
+      p.db->commit(std::move(tx).take(), [&, i](const std::string&) {
         std::lock_guard<std::mutex> guard{mtx};
         committed[i] = steady_clock::now();
       });
     }
-    producing = false;
   }};
   auto until = steady_clock::now() + seconds(10) +
                duration_cast<seconds>(duration<double>(rows / per_second));
@@ -330,16 +341,6 @@ latency_figures kafka_latency(caf::actor_system& sys, const mock_kafka& mk, size
   producer.join();
   rd_kafka_consumer_close(consumer);
   rd_kafka_destroy(consumer);
-  caf::scoped_actor self{sys};
-  for (auto h :
-       {caf::actor_cast<caf::actor>(relay), caf::actor_cast<caf::actor>(publisher),
-        caf::actor_cast<caf::actor>(store)}) {
-    self->send_exit(h, caf::exit_reason::user_shutdown);
-    self->wait_for(h);
-  }
-  sys.registry().erase(caf::atom("store"));
-  db.reset();
-  std::filesystem::remove_all(dir);
   latency_figures out;
   out.seen = latencies.size();
   if (!latencies.empty()) {

@@ -16,10 +16,10 @@
 #include <troupe/api/v1/sagas.pb.h>
 
 #include "gateways/support/gateway_node.hpp"
-#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/http_get.hpp"
 #include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 namespace {
 

@@ -12,6 +12,7 @@
 #include <troupe/api/v1/sagas.pb.h>
 #include <troupe/gateways/api_backend.hpp>
 
+#include "gateways/support/api_json.hpp"
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/http_client.hpp"
 #include "gateways/support/test_tokens.hpp"
@@ -46,15 +47,6 @@ std::string order_json(const std::string& id, const std::string& sku = "widget",
 std::string start_body(const std::string& key, const std::string& sku = "widget") {
   return R"({"json":)" + order_json(key, sku) + R"(,"idempotencyKey":)" +
          json_quote(key) + "}";
-}
-
-template <class Message>
-Message parse(const std::string& json) {
-  Message m;
-  auto st = troupe::gateways::from_json(json, m);
-  INFO(json);
-  REQUIRE(st.ok());
-  return m;
 }
 
 v1::Error error_of(const http_reply& r) {

@@ -161,7 +161,6 @@ TEST_CASE("a body over max_body_bytes gets 413 before it is sent, and a close",
     auto reply = c.receive_until_closed(10s);
     CHECK(reply.closed);
     CHECK(statuses(reply.data) == std::vector<int>{411}); // chunked bodies are refused
-
   }
   CHECK(node.serves());
 }

@@ -17,6 +17,7 @@
 #include <troupe/api/v1/sagas.pb.h>
 #include <troupe/gateways/api_backend.hpp>
 
+#include "gateways/support/api_json.hpp"
 #include "gateways/support/gateway_node.hpp"
 #include "gateways/support/http_client.hpp"
 #include "support/node_process.hpp"
@@ -179,15 +180,6 @@ running_gateway command_node(const command_cluster& kc) {
 std::string order_command(const std::string& order_id, const std::string& extra = "") {
   return R"({"sagaType":"order_processing","json":{"orderId":")" + order_id +
          R"(","customer":"c-1","sku":"widget","quantity":1})" + extra + "}";
-}
-
-template <class Message>
-Message parse(const std::string& json) {
-  Message m;
-  auto st = troupe::gateways::from_json(json, m);
-  INFO(json);
-  REQUIRE(st.ok());
-  return m;
 }
 
 /// Every order saga the node lists, one page of up to 1000.

@@ -16,9 +16,9 @@
 
 #include <troupe/runtime/config.hpp>
 
-#include "support/test_certs.hpp"
 #include "gateways/support/test_tokens.hpp"
 #include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 namespace {
 

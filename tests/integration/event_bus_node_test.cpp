@@ -158,18 +158,6 @@ TEST_CASE("a node whose NATS route's server is unreachable starts, stays ready a
                                  "embedded, nats"));
 }
 
-namespace {
-
-size_t count_of(const std::string& text, const std::string& part) {
-  size_t n = 0;
-  for (auto pos = text.find(part); pos != std::string::npos;
-       pos = text.find(part, pos + 1))
-    ++n;
-  return n;
-}
-
-} // namespace
-
 TEST_CASE("a service subscribed to the order saga's end events applies each of them once "
           "through the embedded broker",
           "[events][sagas]") {
@@ -182,19 +170,16 @@ TEST_CASE("a service subscribed to the order saga's end events applies each of t
                           "--orders_client.count", "6", "--orders_client.fail_every", "3",
                           "--events.relay.poll_interval", "50ms"},
                          within(20s));
-  std::string readyz;
   bool all = eventually(within(30s), [&] {
-    auto out = node->output();
-    return count_of(out, "notifications: customer ") +
-               count_of(out, "did not go through") >=
+    return node->count_lines("notifications: customer ") +
+               node->count_lines("did not go through") >=
            6;
   });
   auto r = http_get(node.status_port, "/readyz");
   INFO("output:\n" << node->output() << "\nreadyz:\n" << (r ? r->body : ""));
   REQUIRE(all);
-  auto out = node->output();
-  CHECK(count_of(out, "notifications: customer ") == 4);
-  CHECK(count_of(out, "did not go through") == 2);
+  CHECK(node->count_lines("notifications: customer ") == 4);
+  CHECK(node->count_lines("did not go through") == 2);
   REQUIRE(r);
   CHECK(contains(r->body, "events subscription orders.completed (embedded, group "
                           "order-notifications): subscribed"));

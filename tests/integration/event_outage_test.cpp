@@ -650,18 +650,6 @@ TEST_CASE("a node killed -9 while its relay publishes to the embedded broker pub
       embedded_contents(store, {"orders.completed", "orders.compensated"}), orders);
 }
 
-namespace {
-
-size_t count_of(const std::string& text, const std::string& part) {
-  size_t n = 0;
-  for (auto pos = text.find(part); pos != std::string::npos;
-       pos = text.find(part, pos + 1))
-    ++n;
-  return n;
-}
-
-} // namespace
-
 TEST_CASE(
     "a service subscribed through a JetStream durable consumer applies each order's "
     "end event once, and a restarted node does not apply them again",
@@ -675,12 +663,12 @@ TEST_CASE(
   auto node = start_order_node(store, nats_flags(nats.url()), services);
   start_orders(node.http_port, "sub", 4);
   bool notified = eventually(within(20s), [&] {
-    return count_of(node->output(), "notifications: customer c-1 told order sub-") >= 4;
+    return node->count_lines("notifications: customer c-1 told order sub-") >= 4;
   });
   auto readyz = http_get(node.status_port(), "/readyz");
   INFO("output:\n" << node->output() << "\nreadyz:\n" << (readyz ? readyz->body : ""));
   REQUIRE(notified);
-  CHECK(count_of(node->output(), "notifications: customer c-1 told order sub-") == 4);
+  CHECK(node->count_lines("notifications: customer c-1 told order sub-") == 4);
   REQUIRE(readyz);
   CHECK(contains(readyz->body, "events subscription orders.completed (nats, group "
                                "order-notifications): subscribed"));
@@ -694,6 +682,6 @@ TEST_CASE(
       within(20s), [&] { return contains(again->output(), "told order after-1 ships"); });
   INFO("output after the restart:\n" << again->output());
   REQUIRE(later);
-  CHECK(count_of(again->output(), "told order sub-") == 0);
+  CHECK(again->count_lines("told order sub-") == 0);
   nats.stop();
 }
