@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include <caf/all.hpp>
@@ -98,7 +99,9 @@ struct event_bus_state {
   static inline const char* name = "event_bus";
   event_bus_state() = default;
   event_bus_settings settings;
-  config cfg;
+  // Parsed once at start, for the brokers a route names.
+  std::optional<kafka_settings> kafka_config;
+  std::optional<nats_settings> nats_config;
   embedded_broker_actor broker;
   // Kafka subscriptions own a poll thread: stopping one joins it, which is
   // why the bus runs detached.
@@ -140,14 +143,15 @@ void apply_subscription(bus_pointer self, const std::string& destination,
                 [=](caf::error& err) { failing(self->system().render(err)); });
       return;
     }
+    if (broker == "kafka" ? !st.kafka_config : !st.nats_config)
+      return failing("no " + broker + " gateway runs on this node");
     if (broker == "kafka") {
-      st.kafka.emplace(consumer.address(),
-                       subscribe_kafka(sys, kafka_settings_from(st.cfg), destination,
-                                       group, consumer));
+      st.kafka.emplace(consumer.address(), subscribe_kafka(sys, *st.kafka_config,
+                                                           destination, group, consumer));
       show_subscription(self, subject, "subscribed");
       return;
     }
-    auto nats = nats_settings_from(st.cfg);
+    auto& nats = *st.nats_config;
     nats_subscription_actor sub;
     if (nats.jetstream) {
       const nats_stream* stream = nullptr;
@@ -209,11 +213,13 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
   // fails its publishes and the relay retries them; the node keeps serving.
   try {
     if (routes_to(settings, "kafka")) {
-      brokers["kafka"] = spawn_kafka_publisher(sys, kafka_settings_from(cfg));
+      self->state.kafka_config = kafka_settings_from(cfg);
+      brokers["kafka"] = spawn_kafka_publisher(sys, *self->state.kafka_config);
       self->link_to(brokers["kafka"]);
     }
     if (routes_to(settings, "nats")) {
-      brokers["nats"] = spawn_nats_publisher(sys, nats_settings_from(cfg));
+      self->state.nats_config = nats_settings_from(cfg);
+      brokers["nats"] = spawn_nats_publisher(sys, *self->state.nats_config);
       self->link_to(brokers["nats"]);
     }
   } catch (const std::exception& e) {
@@ -242,7 +248,6 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
   spdlog::info("event bus: relay publishing through {} route(s) to {}",
                settings.routes.size(), names);
   self->state.settings = std::move(settings);
-  self->state.cfg = std::move(cfg);
   self->state.broker = broker;
   std::vector<subscription_request> pending;
   {
