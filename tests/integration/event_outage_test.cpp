@@ -146,6 +146,10 @@ order_node start_order_node(const std::filesystem::path& store, const strings& e
   std::smatch m;
   std::regex_search(*line, m, std::regex{R"(:(\d+)\s*$)"});
   n.http_port = static_cast<uint16_t>(std::stoul(m[1].str()));
+  // Listening is not taking work: starts before /readyz turns 200 get 503.
+  if (!eventually(deadline,
+                  [&] { return http_status(n.status_port(), "/readyz") == 200; }))
+    throw std::runtime_error("the node never became ready:\n" + n->output());
   return n;
 }
 
