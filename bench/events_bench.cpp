@@ -2,31 +2,47 @@
 // fsync on), by the embedded broker against raw store commits of the same
 // rows, and by a Kafka cluster (librdkafka's mock cluster, in process)
 // against a raw idempotent librdkafka producer sending the same messages, in
-// the same run; then commit → consumed latency through the relay to Kafka.
+// the same run; then commit → consumed latency through the relay to Kafka;
+// then by NATS JetStream (a nats-server child on loopback, skipped when none
+// is on PATH) against raw nats.c publishing the same messages asynchronously.
 // Usage: events_bench [--quick] [--batch N (the relay's batch size)] [rows]
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <caf/all.hpp>
+#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <troupe/gateways/embedded_broker.hpp>
 #include <troupe/gateways/kafka_gateway.hpp>
+#include <troupe/gateways/nats_gateway.hpp>
+#include <troupe/outbox/event_codec.hpp>
 #include <troupe/outbox/outbox_transaction.hpp>
 #include <troupe/outbox/relay.hpp>
 #include <troupe/runtime/store.hpp>
@@ -351,6 +367,297 @@ latency_figures kafka_latency(caf::actor_system& sys, const mock_kafka& mk, size
   return out;
 }
 
+// -- NATS ----------------------------------------------------------------------
+
+/// The stream both NATS rows publish into; the gateway creates it the same way
+/// when it is missing.
+constexpr const char* bench_stream = "BENCH";
+constexpr const char* bench_subjects = "bench.>";
+
+/// `name` in the first directory of $PATH that has it executable, or "".
+std::string on_path(const char* name) {
+  const char* path = std::getenv("PATH");
+  std::string_view rest{path == nullptr ? "" : path};
+  while (!rest.empty()) {
+    auto colon = rest.find(':');
+    auto dir = rest.substr(0, colon);
+    rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+    if (dir.empty())
+      continue;
+    auto candidate = std::filesystem::path{dir} / name;
+    if (::access(candidate.c_str(), X_OK) == 0)
+      return candidate.string();
+  }
+  return {};
+}
+
+/// A loopback port nothing listened on a moment ago.
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// A plain nats.c connection and its JetStream context (`js_options` may be
+/// null); ok() is false when the server did not take it.
+struct nats_client {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+
+  explicit nats_client(const std::string& url, jsOptions* js_options = nullptr) {
+    natsOptions* opts = nullptr;
+    natsOptions_Create(&opts);
+    natsOptions_SetURL(opts, url.c_str());
+    natsOptions_SetTimeout(opts, 500);
+    if (natsConnection_Connect(&nc, opts) != NATS_OK)
+      nc = nullptr;
+    natsOptions_Destroy(opts);
+    if (nc != nullptr && natsConnection_JetStream(&js, nc, js_options) != NATS_OK)
+      js = nullptr;
+  }
+  ~nats_client() {
+    if (js != nullptr)
+      jsCtx_Destroy(js);
+    if (nc != nullptr) {
+      natsConnection_Close(nc);
+      natsConnection_Destroy(nc);
+    }
+  }
+  nats_client(const nats_client&) = delete;
+  nats_client& operator=(const nats_client&) = delete;
+
+  bool ok() const { return js != nullptr; }
+
+  /// Whether JetStream answers an API call.
+  bool jetstream_answers() const {
+    jsAccountInfo* info = nullptr;
+    if (!ok() || js_GetAccountInfo(&info, js, nullptr, nullptr) != NATS_OK)
+      return false;
+    jsAccountInfo_Destroy(info);
+    return true;
+  }
+};
+
+/// The last non-empty line of the file at `path`.
+std::string last_line(const std::string& path) {
+  std::ifstream in{path};
+  std::string line;
+  std::string last;
+  while (std::getline(in, line))
+    if (!line.empty())
+      last = line;
+  return last;
+}
+
+/// `binary` with JetStream on a free loopback port and a store directory of
+/// its own, started once JetStream answers (or `failure` says why not);
+/// killed, reaped and its directory removed on destruction.
+struct nats_server {
+  std::filesystem::path dir = fresh_dir("nats");
+  pid_t pid = -1;
+  std::string url;
+  std::string failure;
+
+  explicit nats_server(const std::string& binary) {
+    // A port taken between free_port() and the server's bind makes it exit:
+    // then another port.
+    for (int attempt = 0; attempt < 3; ++attempt)
+      if (start(binary) != outcome::exited)
+        break;
+  }
+  ~nats_server() {
+    stop();
+    std::filesystem::remove_all(dir);
+  }
+  nats_server(const nats_server&) = delete;
+  nats_server& operator=(const nats_server&) = delete;
+
+  bool started() const { return !url.empty(); }
+
+  enum class outcome { answered, exited, failed };
+
+  outcome start(const std::string& binary) {
+    auto store = (dir / "js").string();
+    auto log = (dir / "server.log").string();
+    auto port = std::to_string(free_port());
+    pid = ::fork();
+    if (pid == 0) {
+      // Only async-signal-safe calls between fork and exec: the bench has
+      // threads. The server dies with the bench if the bench dies first.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execl(binary.c_str(), binary.c_str(), "-js", "-sd", store.c_str(), "-a",
+              "127.0.0.1", "-p", port.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    if (pid < 0) {
+      failure = std::string{"cannot fork: "} + std::strerror(errno);
+      return outcome::failed;
+    }
+    auto candidate = "nats://127.0.0.1:" + port;
+    for (auto until = steady_clock::now() + seconds(10); steady_clock::now() < until;) {
+      if (nats_client{candidate}.jetstream_answers()) {
+        url = candidate;
+        return outcome::answered;
+      }
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        failure = binary + " exited at start: " + last_line(log);
+        return outcome::exited;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    failure = binary + " did not answer within 10 s";
+    stop();
+    return outcome::failed;
+  }
+
+  void stop() {
+    if (pid <= 0)
+      return;
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+  }
+};
+
+/// Creates the bench stream as the gateway would (file storage, default
+/// limits and duplicate window); "" on success.
+std::string add_bench_stream(const nats_client& c) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {bench_subjects};
+  cfg.Name = bench_stream;
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  if (auto st = js_AddStream(&info, c.js, &cfg, nullptr, &code); st != NATS_OK)
+    return std::string{natsStatus_GetText(st)} + " (JetStream error " +
+           std::to_string(static_cast<int>(code)) + ")";
+  jsStreamInfo_Destroy(info);
+  return {};
+}
+
+/// Messages the bench stream holds, or 0 when it cannot say.
+uint64_t bench_stream_messages(const std::string& url) {
+  nats_client c{url};
+  jsStreamInfo* info = nullptr;
+  if (!c.ok() || js_GetStreamInfo(&info, c.js, bench_stream, nullptr, nullptr) != NATS_OK)
+    return 0;
+  auto msgs = info->State.Msgs;
+  jsStreamInfo_Destroy(info);
+  return msgs;
+}
+
+/// The raw baseline: one nats.c connection publishing the same keyed
+/// messages, with the headers the gateway sets (the event's, the key's and
+/// `Nats-Msg-Id`), asynchronously to the same stream, clocked until
+/// JetStream acknowledged the last one. 0 when it could not run.
+double raw_nats_rate(const std::string& url, size_t rows, const std::string& payload) {
+  static std::atomic<size_t> failed;
+  failed = 0;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.ErrHandler = [](jsCtx*, jsPubAckErr*, void*) { failed.fetch_add(1); };
+  nats_client c{url, &jo};
+  if (!c.ok()) {
+    std::fprintf(stderr, "raw nats.c: cannot connect to %s\n", url.c_str());
+    return 0;
+  }
+  if (auto error = add_bench_stream(c); !error.empty()) {
+    std::fprintf(stderr, "raw nats.c: cannot create stream %s: %s\n", bench_stream,
+                 error.c_str());
+    return 0;
+  }
+  // The same warm-up as the relay's publisher gets: one message acknowledged.
+  jsPubOptions warm;
+  jsPubOptions_Init(&warm);
+  warm.MsgId = "raw-warm-up";
+  jsPubAck* ack = nullptr;
+  if (js_Publish(&ack, c.js, bench_topic, "warm-up", 7, &warm, nullptr) == NATS_OK)
+    jsPubAck_Destroy(ack);
+  auto start = steady_clock::now();
+  for (size_t i = 0; i < rows; ++i) {
+    auto key = key_of(i);
+    // Not the relay's ids ("bench:" and 16 hex digits), or JetStream would
+    // take the relay's messages for duplicates of these.
+    char id[32];
+    std::snprintf(id, sizeof id, "raw:%016zx", i);
+    natsMsg* msg = nullptr;
+    natsMsg_Create(&msg, bench_topic, nullptr, payload.data(),
+                   static_cast<int>(payload.size()));
+    natsMsgHeader_Add(msg, troupe::event_headers::content_type,
+                      troupe::caf_binary_content_type);
+    natsMsgHeader_Add(msg, troupe::event_headers::event_type, "bench_event");
+    natsMsgHeader_Set(msg, "Troupe-Event-Key", key.c_str()); // the gateway's key header
+    natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
+    if (js_PublishMsgAsync(c.js, &msg, nullptr) != NATS_OK)
+      failed.fetch_add(1);
+    natsMsg_Destroy(msg); // no-op once the library took it
+  }
+  jsPubOptions all;
+  jsPubOptions_Init(&all);
+  all.MaxWait = 60000;
+  if (js_PublishAsyncComplete(c.js, &all) != NATS_OK)
+    std::fprintf(stderr, "raw nats.c: not every publish acknowledged within 60 s\n");
+  auto secs = duration<double>(steady_clock::now() - start).count();
+  if (failed > 0)
+    std::fprintf(stderr, "raw nats.c: %zu publishes failed\n", failed.load());
+  return static_cast<double>(rows) / secs;
+}
+
+troupe::nats_settings nats_for(const nats_server& ns) {
+  troupe::nats_settings s;
+  s.servers = {ns.url};
+  s.jetstream = true;
+  s.streams = {{bench_stream, {bench_subjects}}};
+  return s;
+}
+
+/// The NATS rows, or one line saying why they were skipped.
+void nats_rows(caf::actor_system& sys, size_t rows, const std::string& payload) {
+  auto binary = on_path("nats-server");
+  if (binary.empty()) {
+    std::printf("nats: skipped (nats-server not on PATH)\n");
+    return;
+  }
+  nats_server ns{binary};
+  if (!ns.started()) {
+    std::printf("nats: skipped (%s)\n", ns.failure.c_str());
+    return;
+  }
+  auto raw_nats = raw_nats_rate(ns.url, rows, payload);
+  auto relay_nats = relay_rate(sys, rows, payload, [&](troupe::store_actor) {
+    return troupe::spawn_nats_publisher(sys, nats_for(ns));
+  });
+  // Both warm-ups and every row of both runs, none taken for a duplicate.
+  auto stored = bench_stream_messages(ns.url);
+  if (stored != 2 * rows + 2)
+    std::fprintf(stderr, "nats: stream %s holds %llu messages, expected %zu\n",
+                 bench_stream, static_cast<unsigned long long>(stored), 2 * rows + 2);
+  std::printf(
+      "raw nats.c → jetstream:           %10.0f msgs/s (nats-server, 1 node, file "
+      "store; js_PublishMsgAsync, then js_PublishAsyncComplete)\n",
+      raw_nats);
+  std::printf("outbox → relay → jetstream:       %10.0f rows/s (%.2f × raw nats.c)\n",
+              relay_nats, raw_nats > 0 ? relay_nats / raw_nats : 0.0);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -395,5 +702,6 @@ int main(int argc, char** argv) {
         "fetch.wait.max.ms 1)\n",
         rate, lat.p50_ms, lat.p99_ms, lat.seen, paced);
   }
+  nats_rows(sys, rows, payload);
   return 0;
 }
