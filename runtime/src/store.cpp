@@ -32,6 +32,7 @@ void write_batch::erase(store_column column, std::string key) {
 }
 
 void write_batch::append(write_batch other) {
+  sync = sync || other.sync;
   if (ops.empty()) {
     ops = std::move(other.ops);
     return;
@@ -198,7 +199,9 @@ struct store::impl {
   void write(std::vector<pending>& group) {
     rocksdb::WriteBatch wb;
     uint64_t bytes = 0;
+    bool sync = false;
     for (auto& p : group) {
+      sync = sync || p.batch.sync;
       for (auto& x : p.batch.ops) {
         if (x.erase)
           wb.Delete(cf(x.column), x.key);
@@ -208,14 +211,14 @@ struct store::impl {
       }
     }
     rocksdb::WriteOptions opts;
-    opts.sync = settings.sync;
+    opts.sync = settings.sync && sync;
     auto start = std::chrono::steady_clock::now();
     auto st = db->Write(opts, &wb);
     auto elapsed = std::chrono::steady_clock::now() - start;
     std::string error;
     if (st.ok()) {
       batches.fetch_add(1);
-      if (settings.sync)
+      if (opts.sync)
         syncs.fetch_add(1);
       bytes_written.fetch_add(bytes);
       m.batches->Increment();

@@ -41,10 +41,16 @@ struct write_batch {
     std::string value;
   };
   std::vector<op> ops;
+  /// False: the batch alone needs no fsync, so a power loss may lose it (a
+  /// process crash does not); for writes whose loss only repeats work, such
+  /// as the relay's record of what it published. A group commit syncs when
+  /// any of its batches asks to.
+  bool sync = true;
 
   void put(store_column column, std::string key, std::string value);
   void erase(store_column column, std::string key);
-  /// Appends every operation of `other` (in order) to this batch.
+  /// Appends every operation of `other` (in order) to this batch, which then
+  /// syncs if either did.
   void append(write_batch other);
   bool empty() const noexcept { return ops.empty(); }
   /// Key and value bytes, what the batch adds to the write-ahead log.
@@ -58,7 +64,7 @@ typename Inspector::result_type inspect(Inspector& f, write_batch::op& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, write_batch& x) {
-  return f(caf::meta::type_name("write_batch"), x.ops);
+  return f(caf::meta::type_name("write_batch"), x.ops, x.sync);
 }
 
 struct store_settings {
