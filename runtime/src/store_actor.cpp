@@ -1,5 +1,6 @@
 #include <troupe/runtime/store_actor.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -8,6 +9,7 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -21,13 +23,15 @@ using store_atom = caf::atom_constant<caf::atom("store")>;
 using committed_atom = caf::atom_constant<caf::atom("stcommitd")>;
 using got_atom = caf::atom_constant<caf::atom("stgot")>;
 using scanned_atom = caf::atom_constant<caf::atom("stscanned")>;
+using notify_watchers_atom = caf::atom_constant<caf::atom("stnotify")>;
 
 // The public interface plus what the store's threads send back: the ticket of
 // the request, its result, and an error text (empty on success).
 using store_impl_actor = store_actor::extend<
     caf::reacts_to<committed_atom, uint64_t, std::string>,
     caf::reacts_to<got_atom, uint64_t, caf::optional<std::string>, std::string>,
-    caf::reacts_to<scanned_atom, uint64_t, scan_page, std::string>>;
+    caf::reacts_to<scanned_atom, uint64_t, scan_page, std::string>,
+    caf::reacts_to<notify_watchers_atom>>;
 
 // One thread that runs blocking reads in order. Shared between the actor and
 // the thread, so stopping from the thread itself (when the actor's last
@@ -103,6 +107,11 @@ struct store_state {
   std::unordered_map<uint64_t, caf::typed_response_promise<caf::optional<std::string>>>
       gets;
   std::unordered_map<uint64_t, caf::typed_response_promise<scan_page>> scans;
+  std::vector<std::pair<store_column, caf::actor>> watchers;
+  // Columns written by commits that became durable since watchers were told,
+  // and the columns of commits in flight, as bit masks.
+  uint32_t changed = 0;
+  std::unordered_map<uint64_t, uint32_t> commit_columns;
   // Set by an exit message: the actor answers what is in flight, then quits.
   bool stopping = false;
   caf::error stop_reason;
@@ -145,6 +154,57 @@ caf::error stopping_error() {
   return make_error(errc::shutting_down, "the store is stopping");
 }
 
+uint32_t column_bit(store_column column) {
+  return uint32_t{1} << static_cast<unsigned>(column);
+}
+
+/// The watched columns `batch` puts keys into.
+uint32_t watched_puts(const store_state& st, const write_batch& batch) {
+  uint32_t watched = 0;
+  for (auto& [column, _] : st.watchers)
+    watched |= column_bit(column);
+  uint32_t out = 0;
+  if (watched == 0)
+    return 0;
+  for (auto& op : batch.ops)
+    if (!op.erase)
+      out |= column_bit(op.column) & watched;
+  return out;
+}
+
+// The commits of one group commit are answered back to back; the message to
+// itself queues behind them, so watchers hear of the group once.
+void columns_changed(store_pointer self, uint32_t columns) {
+  if (columns == 0)
+    return;
+  if (self->state.changed == 0)
+    self->send(self, notify_watchers_atom::value);
+  self->state.changed |= columns;
+}
+
+void notify_watchers(store_pointer self) {
+  auto& st = self->state;
+  for (auto& [column, watcher] : st.watchers)
+    if (st.changed & column_bit(column))
+      caf::anon_send(watcher, store_changed_atom::value, column);
+  st.changed = 0;
+}
+
+void watch(store_pointer self, store_column column, caf::actor watcher) {
+  if (!watcher)
+    return;
+  self->monitor(watcher);
+  self->state.watchers.emplace_back(column, std::move(watcher));
+}
+
+void forget_watcher(store_pointer self, const caf::down_msg& down) {
+  auto& w = self->state.watchers;
+  w.erase(
+      std::remove_if(w.begin(), w.end(),
+                     [&](auto& entry) { return entry.second.address() == down.source; }),
+      w.end());
+}
+
 void quit_if_drained(store_pointer self) {
   if (self->state.stopping && self->state.idle())
     self->quit(self->state.stop_reason);
@@ -167,10 +227,12 @@ store_impl_actor::behavior_type inline_store(store_pointer self) {
   return {
       [self](store_commit_atom, write_batch& batch) -> caf::result<caf::ok_atom> {
         std::string error;
+        auto columns = watched_puts(self->state, batch);
         self->state.db->commit(std::move(batch),
                                [&](const std::string& e) { error = e; });
         if (!error.empty())
           return commit_failed(error);
+        columns_changed(self, columns);
         return caf::ok_atom::value;
       },
       [self](store_get_atom, store_column column,
@@ -189,9 +251,13 @@ store_impl_actor::behavior_type inline_store(store_pointer self) {
           return read_failed(e.what());
         }
       },
+      [self](store_watch_atom, store_column column, caf::actor& watcher) {
+        watch(self, column, std::move(watcher));
+      },
       [](committed_atom, uint64_t, const std::string&) {},
       [](got_atom, uint64_t, const caf::optional<std::string>&, const std::string&) {},
       [](scanned_atom, uint64_t, const scan_page&, const std::string&) {},
+      [self](notify_watchers_atom) { notify_watchers(self); },
   };
 }
 
@@ -211,6 +277,8 @@ store_impl_actor::behavior_type threaded_store(store_pointer self) {
         auto rp = self->make_response_promise<caf::ok_atom>();
         auto ticket = st.next_ticket++;
         st.commits.emplace(ticket, rp);
+        if (auto columns = watched_puts(st, batch))
+          st.commit_columns.emplace(ticket, columns);
         store_impl_actor hdl{self};
         st.db->commit(std::move(batch), [hdl, ticket](const std::string& error) {
           caf::anon_send(hdl, committed_atom::value, ticket, error);
@@ -263,11 +331,21 @@ store_impl_actor::behavior_type threaded_store(store_pointer self) {
         return rp;
       },
       [self](committed_atom, uint64_t ticket, const std::string& error) {
+        auto& st = self->state;
+        if (auto i = st.commit_columns.find(ticket); i != st.commit_columns.end()) {
+          if (error.empty())
+            columns_changed(self, i->second);
+          st.commit_columns.erase(i);
+        }
         if (error.empty())
           deliver(self, self->state.commits, ticket, caf::ok_atom::value);
         else
           deliver(self, self->state.commits, ticket, commit_failed(error));
       },
+      [self](store_watch_atom, store_column column, caf::actor& watcher) {
+        watch(self, column, std::move(watcher));
+      },
+      [self](notify_watchers_atom) { notify_watchers(self); },
       [self](got_atom, uint64_t ticket, caf::optional<std::string>& value,
              const std::string& error) {
         if (error.empty())
@@ -287,6 +365,7 @@ store_impl_actor::behavior_type threaded_store(store_pointer self) {
 store_impl_actor::behavior_type store_server(store_pointer self,
                                              std::shared_ptr<store> db) {
   self->state.db = std::move(db);
+  self->set_down_handler([self](caf::down_msg& down) { forget_watcher(self, down); });
   // An exit message (shutdown, or a linked actor's failure) lets the commits
   // in flight finish and be answered before the actor quits.
   self->set_exit_handler([self](caf::exit_msg& msg) {

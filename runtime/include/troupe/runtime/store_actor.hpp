@@ -22,6 +22,9 @@ namespace troupe {
 using store_commit_atom = caf::atom_constant<caf::atom("stcommit")>;
 using store_get_atom = caf::atom_constant<caf::atom("stget")>;
 using store_scan_atom = caf::atom_constant<caf::atom("stscan")>;
+using store_watch_atom = caf::atom_constant<caf::atom("stwatch")>;
+/// Sent to a watcher, with the column, after a commit that wrote to it.
+using store_changed_atom = caf::atom_constant<caf::atom("stchanged")>;
 
 /// Up to `limit` entries of a scan; `more` when the range goes on after the
 /// last one (pass its key as `start_after` to continue).
@@ -37,13 +40,16 @@ typename Inspector::result_type inspect(Inspector& f, scan_page& x) {
 
 /// commit: answered `ok` only after the batch is durable (one group commit
 /// shared with every other writer queued meanwhile), or an `errc::internal`
-/// error. get / scan: answered from the reader thread.
+/// error. get / scan: answered from the reader thread. watch: from now on the
+/// actor gets `(store_changed_atom, column)` once durable commits put keys in
+/// the column, one message for all batches of a group commit, until it ends.
 using store_actor = caf::typed_actor<
     caf::replies_to<store_commit_atom, write_batch>::with<caf::ok_atom>,
     caf::replies_to<store_get_atom, store_column,
                     std::string>::with<caf::optional<std::string>>,
     caf::replies_to<store_scan_atom, store_column, std::string /*prefix*/,
-                    std::string /*start_after*/, uint32_t /*limit*/>::with<scan_page>>;
+                    std::string /*start_after*/, uint32_t /*limit*/>::with<scan_page>,
+    caf::reacts_to<store_watch_atom, store_column, caf::actor>>;
 
 /// Spawns the store actor over an open store and registers it in the
 /// node-local CAF registry, so `local_store` finds it anywhere on the node.
