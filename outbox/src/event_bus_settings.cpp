@@ -53,10 +53,15 @@ void declare_event_bus_config(config_schema& s) {
       .describe("Which broker serves which destination, as \"pattern=broker\" "
                 "(\"orders.*=embedded\"); the first match wins; unmatched: embedded.");
   s.declare("events.relay.batch_size", value_kind::integer)
-      .default_value("512")
+      .default_value("2048")
       .min(1)
       .max(100000)
       .describe("Outbox rows the relay publishes per broker call.");
+  s.declare("events.relay.max_in_flight", value_kind::integer)
+      .default_value("8")
+      .min(1)
+      .max(64)
+      .describe("Publish calls the relay keeps waiting for brokers at once.");
   s.declare("events.relay.poll_interval", value_kind::duration)
       .default_value("500ms")
       .min(1ms)
@@ -118,6 +123,7 @@ event_bus_settings event_bus_settings_from(const config& cfg) {
   }
   auto& rs = out.relay;
   rs.batch_size = static_cast<uint32_t>(cfg.get_int("events.relay.batch_size"));
+  rs.max_in_flight = static_cast<uint32_t>(cfg.get_int("events.relay.max_in_flight"));
   rs.poll_interval = millis(cfg, "events.relay.poll_interval");
   rs.max_attempts = static_cast<uint32_t>(cfg.get_int("events.relay.max_attempts"));
   rs.backoff.initial = millis(cfg, "events.relay.backoff");

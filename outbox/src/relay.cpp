@@ -1,10 +1,12 @@
 #include <troupe/outbox/relay.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <memory>
-#include <set>
+#include <optional>
+#include <unordered_set>
 #include <utility>
 
 #include <caf/all.hpp>
@@ -20,7 +22,24 @@ using keyed_row = std::pair<std::string, outbox_row>;
 using keyed_rows = std::vector<keyed_row>;
 
 constexpr auto store_timeout = std::chrono::seconds(30);
+constexpr int64_t never = std::numeric_limits<int64_t>::max();
+constexpr auto late_commit_sweep = std::chrono::seconds(1);
 
+/// One publish call the relay has issued and not yet recorded.
+struct publish_call {
+  uint64_t number = 0;
+  keyed_rows rows;
+  std::optional<std::vector<std::string>> results;
+  // Keys whose earlier row failed after this call was issued: its rows of
+  // them must not count as published, or they would overtake that row.
+  std::unordered_set<std::string> blocked_keys;
+};
+
+// The relay overlaps its three steps: while up to max_in_flight publish
+// calls wait for their brokers, it scans on for the next rows and records
+// the outcome of the oldest finished call. Outcomes are recorded strictly
+// in issue order, one commit at a time, and never while a scan runs, so a
+// scan sees every row either in flight or with its recorded bookkeeping.
 struct relay_state {
   static inline const char* name = "outbox_relay";
   // Declared, so C++20 does not take the state for an aggregate CAF could
@@ -29,43 +48,63 @@ struct relay_state {
   store_actor store;
   publisher_actor publisher;
   relay_settings settings;
-  bool busy = false;
-  bool again = false;
-  // The cycle in progress: rows picked for one publish call, and the event
-  // keys held back because an earlier row of theirs is waiting for a retry.
-  keyed_rows picked;
-  std::set<std::string> held_keys;
+  std::deque<publish_call> in_flight;
+  uint64_t next_call = 0;
+  std::unordered_set<std::string> in_flight_rows;
+  // Keys held back in this round: an earlier row of theirs waits for a retry.
+  std::unordered_set<std::string> held_keys;
+  keyed_rows picking;
+  // Scans continue after the cursor instead of walking the tombstones of
+  // published rows again; a round starts over from the first row only when
+  // rows were passed over (held, failed) and are due, or rows may have been
+  // committed behind the cursor (a poll after the end was reached, at most
+  // every late_commit_sweep: each such round walks those tombstones).
+  std::string cursor;
+  std::chrono::steady_clock::time_point round_started;
+  bool scanning = false;
+  bool committing = false;
+  bool more = false;
+  bool at_end = false;
+  bool restart = true;
+  // When the earliest row passed over in this round becomes due; none: max.
+  int64_t behind_due_ms = never;
+  bool full_round = false;
   uint32_t scanned = 0;
   int64_t oldest_ms = 0;
 };
 
 using relay_pointer = relay_actor::stateful_pointer<relay_state>;
 
-void start_cycle(relay_pointer self);
+void pump(relay_pointer self);
+void record_next_outcome(relay_pointer self);
 
-void finish_cycle(relay_pointer self, bool more) {
+void release(relay_pointer self) {
   auto& st = self->state;
-  st.busy = false;
-  st.picked.clear();
-  st.held_keys.clear();
-  if (st.again || more) {
-    st.again = false;
-    self->send(self, relay_wake_atom::value);
-  }
+  for (auto& kv : st.in_flight.front().rows)
+    st.in_flight_rows.erase(kv.first);
+  st.in_flight.pop_front();
+  st.committing = false;
 }
 
-void record_outcome(relay_pointer self, const std::vector<std::string>& results) {
+void record_next_outcome(relay_pointer self) {
   auto& st = self->state;
+  if (st.committing || st.scanning || st.in_flight.empty() ||
+      !st.in_flight.front().results)
+    return;
+  auto& call = st.in_flight.front();
+  auto& results = *call.results;
   auto& m = outbox_metrics::instance();
   auto now = unix_millis();
   write_batch batch;
-  std::set<std::string> failed_keys;
-  for (size_t i = 0; i < st.picked.size(); ++i) {
-    auto& [row_key, row] = st.picked[i];
+  auto stopped = call.blocked_keys;
+  for (size_t i = 0; i < call.rows.size(); ++i) {
+    auto& [row_key, row] = call.rows[i];
     // Rows after a failed row of their key stay as they are: publishing them
     // now would overtake it.
-    if (failed_keys.count(row.event.key) > 0)
+    if (stopped.count(row.event.key) > 0) {
+      st.behind_due_ms = std::min(st.behind_due_ms, now);
       continue;
+    }
     const std::string& error = i < results.size() ? results[i] : "no acknowledgement";
     if (error.empty()) {
       batch.erase(store_column::outbox, row_key);
@@ -75,7 +114,7 @@ void record_outcome(relay_pointer self, const std::vector<std::string>& results)
         m.backlog_rows->Decrement();
       continue;
     }
-    failed_keys.insert(row.event.key);
+    stopped.insert(row.event.key);
     m.publish_failures->Increment();
     row.attempts += 1;
     row.last_error = error;
@@ -87,55 +126,102 @@ void record_outcome(relay_pointer self, const std::vector<std::string>& results)
                    row.event.destination, row.attempts, error);
     } else {
       row.next_attempt_ms = now + st.settings.backoff.after(row.attempts).count();
+      st.behind_due_ms = std::min(st.behind_due_ms, row.next_attempt_ms);
       batch.put(store_column::outbox, row_key, encode_outbox_row(row));
     }
   }
-  bool full = st.picked.size() >= st.settings.batch_size;
+  // Calls issued before this outcome was known may carry later rows of the
+  // stopped keys; scans from now on hold those keys back themselves.
+  for (auto& key : stopped) {
+    st.held_keys.insert(key);
+    for (size_t j = 1; j < st.in_flight.size(); ++j)
+      st.in_flight[j].blocked_keys.insert(key);
+  }
   if (batch.empty()) {
-    finish_cycle(self, false);
+    release(self);
+    record_next_outcome(self);
+    pump(self);
     return;
   }
+  // Losing this record to a power loss only publishes its rows again, which
+  // brokers and inboxes dedupe on the event id: it needs no fsync of its own.
+  batch.sync = false;
+  st.committing = true;
   self->request(st.store, store_timeout, store_commit_atom::value, std::move(batch))
-      .then([=](caf::ok_atom) { finish_cycle(self, full); },
-            [=](caf::error& err) {
-              spdlog::warn("outbox: cannot record publish outcomes: {}",
-                           self->system().render(err));
-              finish_cycle(self, false);
-            });
+      .then(
+          [=](caf::ok_atom) {
+            release(self);
+            record_next_outcome(self);
+            pump(self);
+          },
+          [=](caf::error& err) {
+            // Nothing of this outcome is recorded: its published rows are
+            // published again later (brokers and inboxes dedupe on the id).
+            spdlog::warn("outbox: cannot record publish outcomes: {}",
+                         self->system().render(err));
+            self->state.restart = true;
+            release(self);
+            record_next_outcome(self);
+            pump(self);
+          });
+}
+
+void on_results(relay_pointer self, uint64_t number, std::vector<std::string> results) {
+  for (auto& call : self->state.in_flight)
+    if (call.number == number) {
+      call.results = std::move(results);
+      break;
+    }
+  record_next_outcome(self);
+  pump(self);
 }
 
 void publish_picked(relay_pointer self) {
   auto& st = self->state;
-  if (st.picked.empty()) {
-    finish_cycle(self, false);
-    return;
-  }
+  publish_call call;
+  call.number = st.next_call++;
+  call.rows = std::move(st.picking);
+  st.picking.clear();
   std::vector<outbound_event> events;
-  events.reserve(st.picked.size());
-  for (auto& kv : st.picked)
+  events.reserve(call.rows.size());
+  for (auto& kv : call.rows) {
+    st.in_flight_rows.insert(kv.first);
     events.push_back(kv.second.event);
+  }
+  auto number = call.number;
+  auto count = call.rows.size();
+  st.in_flight.push_back(std::move(call));
   self->request(st.publisher, st.settings.publish_timeout, publish_atom::value,
                 std::move(events))
       .then(
-          [=](const std::vector<std::string>& results) { record_outcome(self, results); },
+          [=](std::vector<std::string>& results) {
+            on_results(self, number, std::move(results));
+          },
           [=](caf::error& err) {
-            std::vector<std::string> all(self->state.picked.size(),
-                                         self->system().render(err));
-            record_outcome(self, all);
+            on_results(self, number,
+                       std::vector<std::string>(count, self->system().render(err)));
           });
 }
 
-void scan_outbox(relay_pointer self, std::string start_after) {
+void scan_outbox(relay_pointer self) {
   auto& st = self->state;
   self->request(st.store, store_timeout, store_scan_atom::value, store_column::outbox,
-                std::string{outbox_key_prefix}, std::move(start_after),
-                st.settings.batch_size)
+                std::string{outbox_key_prefix}, st.cursor, st.settings.batch_size)
       .then(
           [=](scan_page& page) {
             auto& st = self->state;
             auto now = unix_millis();
+            auto want = st.settings.batch_size;
+            size_t consumed = 0;
             for (auto& [key, value] : page.entries) {
-              ++st.scanned;
+              if (st.picking.size() >= want)
+                break;
+              ++consumed;
+              st.cursor = key;
+              if (st.full_round)
+                ++st.scanned;
+              if (st.in_flight_rows.count(key) > 0)
+                continue;
               auto row = decode_outbox_row(value);
               if (!row) {
                 spdlog::error("outbox: row {} is unreadable and stays in place", key);
@@ -143,47 +229,87 @@ void scan_outbox(relay_pointer self, std::string start_after) {
               }
               if (st.oldest_ms == 0 || row->committed_ms < st.oldest_ms)
                 st.oldest_ms = row->committed_ms;
+              // A held row is due when the row holding it back is.
               if (st.held_keys.count(row->event.key) > 0)
                 continue;
               if (row->next_attempt_ms > now) {
                 st.held_keys.insert(row->event.key);
+                st.behind_due_ms = std::min(st.behind_due_ms, row->next_attempt_ms);
                 continue;
               }
-              st.picked.emplace_back(key, std::move(*row));
-              if (st.picked.size() >= st.settings.batch_size)
-                break;
+              st.picking.emplace_back(key, std::move(*row));
             }
-            bool room = st.picked.size() < st.settings.batch_size;
-            if (room && page.more && !page.entries.empty()) {
-              scan_outbox(self, page.entries.back().first);
+            bool filled = st.picking.size() >= want;
+            if (!filled && page.more && !page.entries.empty()) {
+              scan_outbox(self);
               return;
             }
-            if (room) {
-              // The scan reached the end: the backlog is exactly what it saw.
+            st.scanning = false;
+            st.at_end = !filled && consumed == page.entries.size();
+            if (filled)
+              st.more = true;
+            if (st.at_end && st.full_round) {
+              // The round reached the end: the backlog is exactly what it saw.
+              st.full_round = false;
               auto& m = outbox_metrics::instance();
               m.backlog_rows->Set(static_cast<double>(st.scanned));
               m.oldest_row_age->Set(st.oldest_ms == 0
                                         ? 0.0
                                         : static_cast<double>(now - st.oldest_ms) / 1e3);
             }
-            publish_picked(self);
+            if (!st.picking.empty())
+              publish_picked(self);
+            record_next_outcome(self);
+            pump(self);
           },
           [=](caf::error& err) {
             spdlog::warn("outbox: cannot read rows: {}", self->system().render(err));
-            finish_cycle(self, false);
+            auto& st = self->state;
+            st.scanning = false;
+            st.restart = true;
+            st.picking.clear();
+            record_next_outcome(self);
           });
 }
 
-void start_cycle(relay_pointer self) {
+/// Starts the next scan when there is room for another publish call and
+/// rows may be waiting.
+void pump(relay_pointer self) {
   auto& st = self->state;
-  if (st.busy) {
-    st.again = true;
+  if (st.scanning || st.committing || !(st.more || st.restart) ||
+      st.in_flight.size() >= st.settings.max_in_flight)
     return;
+  if (st.restart || (st.at_end && unix_millis() >= st.behind_due_ms)) {
+    st.cursor.clear();
+    st.held_keys.clear();
+    st.behind_due_ms = never;
+    st.restart = false;
+    st.full_round = true;
+    st.round_started = std::chrono::steady_clock::now();
+    st.scanned = 0;
+    st.oldest_ms = 0;
   }
-  st.busy = true;
-  st.scanned = 0;
-  st.oldest_ms = 0;
-  scan_outbox(self, "");
+  st.more = false;
+  st.at_end = false;
+  st.scanning = true;
+  scan_outbox(self);
+}
+
+/// Rows were committed (wake), or time passed (poll): look on from the
+/// cursor; on a poll, start over from the first row when rows passed over
+/// are due, or when the end was reached a while after the last round began,
+/// since a transaction that took its sequence number earlier may have
+/// committed behind the cursor since.
+void look_for_rows(relay_pointer self, bool poll) {
+  auto& st = self->state;
+  st.more = true;
+  auto sweep_after = std::max<std::chrono::steady_clock::duration>(
+      st.settings.poll_interval, late_commit_sweep);
+  if (poll &&
+      (unix_millis() >= st.behind_due_ms ||
+       (st.at_end && std::chrono::steady_clock::now() - st.round_started >= sweep_after)))
+    st.restart = true;
+  pump(self);
 }
 
 /// Reads every dead letter, page by page, then calls `done` with them.
@@ -236,7 +362,9 @@ caf::result<uint32_t> redrive(relay_pointer self, std::string id) {
                           .then(
                               [=](caf::ok_atom) mutable {
                                 rp.deliver(moved);
-                                start_cycle(self);
+                                // Re-driven rows keep their keys, behind the cursor.
+                                self->state.restart = true;
+                                look_for_rows(self, false);
                               },
                               [=](caf::error& e) mutable { rp.deliver(std::move(e)); });
                     });
@@ -250,11 +378,16 @@ relay_actor::behavior_type relay(relay_pointer self, store_actor store,
   self->state.settings = settings;
   if (self->state.settings.batch_size == 0)
     self->state.settings.batch_size = 1;
+  if (self->state.settings.max_in_flight == 0)
+    self->state.settings.max_in_flight = 1;
+  self->send(self->state.store, store_watch_atom::value, store_column::outbox,
+             caf::actor_cast<caf::actor>(self));
   self->send(self, relay_poll_atom::value);
   return {
-      [=](relay_wake_atom) { start_cycle(self); },
+      [=](relay_wake_atom) { look_for_rows(self, false); },
+      [=](store_changed_atom, store_column) { look_for_rows(self, false); },
       [=](relay_poll_atom) {
-        start_cycle(self);
+        look_for_rows(self, true);
         self->delayed_send(self, self->state.settings.poll_interval,
                            relay_poll_atom::value);
       },

@@ -44,9 +44,11 @@ TEST_CASE("relay settings come from events.relay keys") {
   auto s =
       troupe::event_bus_settings_from(load_with({{"events.relay.batch_size", "64"},
                                                  {"events.relay.max_attempts", "4"},
+                                                 {"events.relay.max_in_flight", "2"},
                                                  {"events.relay.backoff", "250ms"}}));
   CHECK(s.relay.batch_size == 64);
   CHECK(s.relay.max_attempts == 4);
+  CHECK(s.relay.max_in_flight == 2);
   CHECK(s.relay.backoff.initial == std::chrono::milliseconds(250));
   CHECK(s.relay.backoff.after(3) == std::chrono::milliseconds(1000));
 }

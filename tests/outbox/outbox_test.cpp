@@ -40,6 +40,60 @@ void emit_shipments(troupe::test::events_fixture& f,
   }
 }
 
+/// A publisher that holds every call until the test answers it, so a test
+/// decides the order in which publish calls finish. `calls` answers how many
+/// it holds with the events of call `i`; `answer` replies to call `i`.
+using held_calls_atom = caf::atom_constant<caf::atom("heldcalls")>;
+using answer_call_atom = caf::atom_constant<caf::atom("answercall")>;
+
+struct held_publisher_state {
+  held_publisher_state() = default;
+  std::vector<std::vector<troupe::outbound_event>> calls;
+  std::vector<caf::response_promise> promises;
+};
+
+caf::behavior held_publisher(caf::stateful_actor<held_publisher_state>* self) {
+  return {
+      [=](troupe::publish_atom, std::vector<troupe::outbound_event>& events) {
+        self->state.calls.push_back(std::move(events));
+        self->state.promises.push_back(self->make_response_promise());
+        return self->state.promises.back();
+      },
+      [=](held_calls_atom) { return self->state.calls; },
+      [=](answer_call_atom, size_t i, std::vector<std::string>& results) {
+        self->state.promises.at(i).deliver(std::move(results));
+        return caf::ok_atom::value;
+      },
+  };
+}
+
+std::vector<std::vector<troupe::outbound_event>> held_calls(caf::actor_system& sys,
+                                                            const caf::actor& publisher) {
+  caf::scoped_actor self{sys};
+  std::vector<std::vector<troupe::outbound_event>> out;
+  self->request(publisher, 5s, held_calls_atom::value)
+      .receive(
+          [&](std::vector<std::vector<troupe::outbound_event>>& calls) {
+            out = std::move(calls);
+          },
+          [](caf::error&) { FAIL("the held publisher did not answer"); });
+  return out;
+}
+
+void answer_call(caf::actor_system& sys, const caf::actor& publisher, size_t i,
+                 std::vector<std::string> results) {
+  caf::scoped_actor self{sys};
+  self->request(publisher, 5s, answer_call_atom::value, i, std::move(results))
+      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("answering a call failed"); });
+}
+
+std::vector<std::string> keys_of(const std::vector<troupe::outbound_event>& events) {
+  std::vector<std::string> out;
+  for (auto& ev : events)
+    out.push_back(ev.key);
+  return out;
+}
+
 } // namespace
 
 TEST_CASE("an outbox transaction commits the state change and its event in one batch") {
@@ -190,6 +244,104 @@ TEST_CASE("a row past max_attempts moves to dead letters with its last error and
       .receive([&](uint32_t n) { moved = n; },
                [](caf::error&) { FAIL("redrive failed"); });
   CHECK(moved == 0);
+  f.stop(relay);
+  f.stop(broker);
+}
+
+TEST_CASE(
+    "the relay keeps max_in_flight publish calls waiting, records their outcomes in "
+    "issue order, and keeps a later call's row behind a failed earlier row of its "
+    "key") {
+  troupe::test::events_fixture f;
+  emit_shipments(f,
+                 {{"a", 1}, {"b", 1}, {"a", 2}, {"c", 1}, {"a", 3}, {"d", 1}, {"e", 1}});
+  auto publisher = f.sys->spawn(held_publisher);
+  auto rs = fast_relay();
+  rs.batch_size = 2;
+  rs.max_in_flight = 3;
+  auto relay = troupe::spawn_relay(
+      *f.sys, f.store_handle, caf::actor_cast<troupe::publisher_actor>(publisher), rs);
+  REQUIRE(troupe::test::eventually(
+      [&] { return held_calls(*f.sys, publisher).size() == 3; }));
+  auto calls = held_calls(*f.sys, publisher);
+  CHECK(keys_of(calls[0]) == std::vector<std::string>{"a", "b"});
+  CHECK(keys_of(calls[1]) == std::vector<std::string>{"a", "c"});
+  CHECK(keys_of(calls[2]) == std::vector<std::string>{"a", "d"});
+
+  // The last call finishes first and the middle one fails a=2: nothing is
+  // recorded while the first call waits.
+  answer_call(*f.sys, publisher, 2, {"", ""});
+  answer_call(*f.sys, publisher, 1, {"broker down", ""});
+  {
+    caf::scoped_actor self{*f.sys};
+    self->request(relay, 5s, troupe::list_dead_letters_atom::value, uint32_t{1})
+        .receive([](std::vector<troupe::outbox_row>&) {},
+                 [](caf::error&) { FAIL("the relay did not answer"); });
+  }
+  CHECK(f.rows(store_column::outbox).size() == 7);
+
+  answer_call(*f.sys, publisher, 0, {"", ""});
+  // a=1, b, c, d are published; a=2 waits for its retry and a=3, though its
+  // broker acknowledged it, stays behind it, unattempted; e goes out in a
+  // fourth call.
+  REQUIRE(troupe::test::eventually([&] {
+    auto rows = f.rows(store_column::outbox);
+    return rows.size() <= 3 && held_calls(*f.sys, publisher).size() >= 4;
+  }));
+  calls = held_calls(*f.sys, publisher);
+  // Every later call that carries key a carries a=2 before a=3.
+  for (size_t i = 3; i < calls.size(); ++i) {
+    std::vector<int32_t> a_quantities;
+    for (auto& ev : calls[i])
+      if (ev.key == "a")
+        a_quantities.push_back(troupe::decode_event<order_shipped>(ev.payload)->quantity);
+    if (!a_quantities.empty())
+      CHECK(a_quantities.front() == 2);
+  }
+  for (size_t i = 3; i < calls.size(); ++i)
+    answer_call(*f.sys, publisher, i, std::vector<std::string>(calls[i].size()));
+  // Whatever came after is acknowledged as it arrives, until all has left.
+  REQUIRE(troupe::test::eventually([&] {
+    auto now = held_calls(*f.sys, publisher);
+    for (size_t i = calls.size(); i < now.size(); ++i)
+      answer_call(*f.sys, publisher, i, std::vector<std::string>(now[i].size()));
+    calls = now;
+    return f.rows(store_column::outbox).empty();
+  }));
+  std::vector<int32_t> published_a;
+  for (size_t i = 0; i < calls.size(); ++i)
+    for (auto& ev : calls[i])
+      if (ev.key == "a")
+        published_a.push_back(troupe::decode_event<order_shipped>(ev.payload)->quantity);
+  // Call by call, key a was offered as 1 | 2 | 3 (pipelined), then 2, 3 again.
+  REQUIRE(published_a.size() >= 5);
+  CHECK(std::vector<int32_t>(published_a.end() - 2, published_a.end()) ==
+        std::vector<int32_t>{2, 3});
+  f.stop(relay);
+  f.stop(publisher);
+}
+
+TEST_CASE("a row committed by anyone is published without a wake-up or a poll: the relay "
+          "watches the store's outbox column") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  {
+    caf::scoped_actor self{*f.sys};
+    self->request(broker, 5s, troupe::subscribe_atom::value,
+                  std::string{"orders.shipped"}, std::string{"audit"}, consumer)
+        .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+  }
+  emit_shipments(f, {{"a", 1}});
+  auto rs = fast_relay();
+  rs.poll_interval = 1h;
+  auto relay = troupe::spawn_relay(*f.sys, f.store_handle, broker, rs);
+  // The first row goes out with the relay's start-up look.
+  REQUIRE(seen->wait_for(1));
+  emit_shipments(f, {{"b", 1}, {"c", 1}});
+  REQUIRE(seen->wait_for(3));
+  CHECK(troupe::test::eventually([&] { return f.rows(store_column::outbox).empty(); }));
   f.stop(relay);
   f.stop(broker);
 }

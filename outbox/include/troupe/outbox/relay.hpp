@@ -15,7 +15,10 @@
 namespace troupe {
 
 struct relay_settings {
-  uint32_t batch_size = 512;
+  uint32_t batch_size = 2048;
+  /// Publish calls waiting for their brokers at once; rows of one key may
+  /// be in several, their outcomes are recorded in issue order.
+  uint32_t max_in_flight = 8;
   std::chrono::milliseconds poll_interval{500};
   /// Failed attempts after which a row moves to dead letters.
   uint32_t max_attempts = 10;
@@ -31,12 +34,15 @@ using redrive_all_atom = caf::atom_constant<caf::atom("dlqredrall")>;
 
 /// The outbox relay: publishes committed rows through a publisher, deleting
 /// each only after its ack; per key in commit order (a failing row holds
-/// back later rows of its key, not other keys); retries with persisted
-/// attempts and backoff; past max_attempts parks the row in dead letters.
-/// wake: rows were committed. list: up to N dead letters. redrive: moves a
-/// dead letter (by message id) or all back to the outbox; answers how many.
+/// back later rows of its key, not other keys, even rows already sent in a
+/// later call, which are sent again); retries with persisted attempts and
+/// backoff; past max_attempts parks the row in dead letters. It watches the
+/// store's outbox column, so any commit with events wakes it; wake: look
+/// now. list: up to N dead letters. redrive: moves a dead letter (by message
+/// id) or all back to the outbox; answers how many.
 using relay_actor = caf::typed_actor<
     caf::reacts_to<relay_wake_atom>, caf::reacts_to<relay_poll_atom>,
+    caf::reacts_to<store_changed_atom, store_column>,
     caf::replies_to<list_dead_letters_atom, uint32_t>::with<std::vector<outbox_row>>,
     caf::replies_to<redrive_atom, std::string>::with<uint32_t>,
     caf::replies_to<redrive_all_atom>::with<uint32_t>>;
