@@ -5,6 +5,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <troupe/runtime/call_context.hpp>
+
 #include "outbox_metrics.hpp"
 
 namespace troupe {
@@ -27,8 +29,10 @@ int64_t from_big_endian(std::string_view s) {
   return static_cast<int64_t>(x);
 }
 
+constexpr const char* consumer_name = "inbox_consumer";
+
 struct inbox_state {
-  static inline const char* name = "inbox_consumer";
+  static inline const char* name = consumer_name;
   // Declared, so C++20 does not take the state for an aggregate CAF could
   // construct from the actor pointer.
   inbox_state() = default;
@@ -107,6 +111,13 @@ inbox_consumer(inbox_pointer self, store_actor store,
                     rp.deliver(caf::ok_atom::value);
                     return;
                   }
+                  // The handler's logs and the events it emits continue the
+                  // event's correlation (and so its trace).
+                  call_context ctx;
+                  ctx.correlation_id = correlation_of(d.event);
+                  if (ctx.correlation_id.empty())
+                    ctx.correlation_id = new_correlation_id();
+                  context_scope scope{ctx, consumer_name};
                   outbox_transaction tx{st.sequence};
                   auto error = st.apply(d, tx);
                   if (!error.empty()) {

@@ -6,13 +6,6 @@
 
 namespace troupe {
 
-std::string outbound_event::header(const std::string& name) const {
-  for (auto& [k, v] : headers)
-    if (k == name)
-      return v;
-  return {};
-}
-
 std::string outbox_row_key(uint64_t sequence) {
   std::string key{outbox_key_prefix};
   for (int i = 7; i >= 0; --i)

@@ -15,8 +15,11 @@ void outbox_transaction::emit_encoded(
   row.event.headers.emplace_back(event_headers::content_type, caf_binary_content_type);
   row.event.headers.emplace_back(event_headers::event_type, std::move(event_type));
   auto& ctx = call_context::current();
-  if (!ctx.correlation_id.empty())
+  if (!ctx.correlation_id.empty()) {
     row.event.headers.emplace_back(event_headers::correlation_id, ctx.correlation_id);
+    row.event.headers.emplace_back(event_headers::traceparent,
+                                   event_traceparent(ctx.correlation_id, seq));
+  }
   for (auto& h : extra_headers)
     row.event.headers.push_back(std::move(h));
   row.event.payload = std::move(payload);

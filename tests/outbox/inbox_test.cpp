@@ -109,3 +109,24 @@ TEST_CASE("a poison message goes to the dead-letter destination with its error a
   CHECK(f.rows(store_column::outbox).size() == 1);
   f.stop(consumer);
 }
+
+TEST_CASE("a consumed event's handler emits under the event's trace: the traceparent's "
+          "trace id becomes the correlation id of what it emits") {
+  troupe::test::events_fixture f;
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  auto consumer = troupe::spawn_inbox_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"),
+      [](const order_shipped& ev, const troupe::delivered_event&,
+         troupe::outbox_transaction& tx) { tx.emit("orders.billed", ev.order_id, ev); });
+  auto d = shipment("node-b:1", "7", 2);
+  d.event.headers.emplace_back(troupe::event_headers::traceparent,
+                               "00-" + trace + "-00f067aa0ba902b7-01");
+  REQUIRE(deliver(f, consumer, d));
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].event.header(troupe::event_headers::correlation_id) == trace);
+  auto tp = rows[0].event.header(troupe::event_headers::traceparent);
+  CHECK(tp.substr(0, 36) == "00-" + trace + "-");
+  CHECK(tp.size() == 55);
+  f.stop(consumer);
+}

@@ -9,6 +9,7 @@
 #include <troupe/gateways/embedded_broker.hpp>
 #include <troupe/outbox/outbox_transaction.hpp>
 #include <troupe/outbox/relay.hpp>
+#include <troupe/runtime/call_context.hpp>
 
 #include "outbox/events_fixture.hpp"
 #include "outbox/test_events.hpp"
@@ -121,6 +122,43 @@ TEST_CASE("an outbox transaction commits the state change and its event in one b
   CHECK(decoded->order_id == "7");
   CHECK(decoded->quantity == 3);
   CHECK(rows[0].attempts == 0);
+}
+
+TEST_CASE("events emitted under one correlation id carry W3C traceparents of one trace, "
+          "each with its own span") {
+  troupe::test::events_fixture f;
+  auto emit_under = [&](const std::string& correlation) {
+    troupe::call_context ctx;
+    ctx.correlation_id = correlation;
+    troupe::context_scope scope{ctx, "test"};
+    troupe::outbox_transaction tx{f.sequence};
+    tx.emit("orders.shipped", "7", order_shipped{"7", 1});
+    tx.emit("orders.shipped", "7", order_shipped{"7", 2});
+    f.commit(std::move(tx).take());
+  };
+  emit_under("4bf92f3577b34da6a3ce929d0e0e4736");
+  emit_under("req-17");
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 4);
+  auto trace_of = [](const troupe::outbox_row& r) {
+    return r.event.header(troupe::event_headers::traceparent).substr(3, 32);
+  };
+  auto span_of = [](const troupe::outbox_row& r) {
+    return r.event.header(troupe::event_headers::traceparent).substr(36, 16);
+  };
+  for (auto& r : rows) {
+    auto tp = r.event.header(troupe::event_headers::traceparent);
+    REQUIRE(tp.size() == 55);
+    CHECK(tp.substr(0, 3) == "00-");
+    CHECK(tp.substr(52) == "-01");
+  }
+  // A trace id is the trace itself; another correlation id maps to one trace.
+  CHECK(trace_of(rows[0]) == "4bf92f3577b34da6a3ce929d0e0e4736");
+  CHECK(trace_of(rows[1]) == trace_of(rows[0]));
+  CHECK(trace_of(rows[2]) == trace_of(rows[3]));
+  CHECK(trace_of(rows[2]) != trace_of(rows[0]));
+  CHECK(span_of(rows[0]) != span_of(rows[1]));
+  CHECK(troupe::correlation_of(rows[2].event) == "req-17");
 }
 
 TEST_CASE("outbox row keys sort in emit order and message ids differ after a restart") {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -55,6 +56,16 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, delivered_event& x) {
   return f(caf::meta::type_name("delivered_event"), x.topic, x.offset, x.event);
 }
+
+/// The W3C `traceparent` of an event emitted under `correlation_id`: its
+/// trace is the correlation id when that is a trace id (32 hex digits, as an
+/// incoming traceparent gives), else one derived from it, so all events of
+/// one correlation share a trace; `span` names the event within it.
+std::string event_traceparent(std::string_view correlation_id, uint64_t span);
+
+/// The correlation id handling `event` continues: its correlation-id header,
+/// else its traceparent's trace id, else empty (a fresh one is then made).
+std::string correlation_of(const outbound_event& event);
 
 using publish_atom = caf::atom_constant<caf::atom("evpublish")>;
 using deliver_atom = caf::atom_constant<caf::atom("evdeliver")>;
