@@ -4,8 +4,10 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
@@ -30,9 +32,13 @@ struct publish_call {
   uint64_t number = 0;
   keyed_rows rows;
   std::optional<std::vector<std::string>> results;
-  // Keys whose earlier row failed after this call was issued: its rows of
-  // them must not count as published, or they would overtake that row.
-  std::unordered_set<std::string> blocked_keys;
+};
+
+/// A row known not to be published: it failed, or it came after such a row
+/// of its key. `round` is the full round in which it became one.
+struct gap {
+  int64_t due_ms = 0;
+  uint64_t round = 0;
 };
 
 // The relay overlaps its three steps: while up to max_in_flight publish
@@ -53,12 +59,19 @@ struct relay_state {
   std::unordered_set<std::string> in_flight_rows;
   // Keys held back in this round: an earlier row of theirs waits for a retry.
   std::unordered_set<std::string> held_keys;
+  // Per event key, its rows known not to be published, by row key: while
+  // one waits, no later row of the key counts as published, whichever call
+  // carried it, or it would overtake. A row leaves when it is published or
+  // dead-lettered; a full round forgets the ones it no longer finds.
+  std::unordered_map<std::string, std::map<std::string, gap>> gaps;
+  std::unordered_set<std::string> gap_rows_seen;
+  uint64_t round = 0;
   keyed_rows picking;
   // Scans continue after the cursor instead of walking the tombstones of
   // published rows again; a round starts over from the first row only when
   // rows were passed over (held, failed) and are due, or rows may have been
-  // committed behind the cursor (a poll after the end was reached, at most
-  // every late_commit_sweep: each such round walks those tombstones).
+  // committed behind the cursor (a poll once the round is late_commit_sweep
+  // old: each such round walks those tombstones).
   std::string cursor;
   std::chrono::steady_clock::time_point round_started;
   bool scanning = false;
@@ -78,6 +91,46 @@ using relay_pointer = relay_actor::stateful_pointer<relay_state>;
 void pump(relay_pointer self);
 void record_next_outcome(relay_pointer self);
 
+/// The earliest unpublished row of `key` before `row_key`, if any.
+const gap* gap_before(const relay_state& st, const std::string& key,
+                      const std::string& row_key) {
+  auto g = st.gaps.find(key);
+  if (g == st.gaps.end() || g->second.empty() || !(g->second.begin()->first < row_key))
+    return nullptr;
+  return &g->second.begin()->second;
+}
+
+void open_gap(relay_state& st, const std::string& key, const std::string& row_key,
+              int64_t due_ms) {
+  st.gaps[key][row_key] = gap{due_ms, st.round};
+  st.behind_due_ms = std::min(st.behind_due_ms, due_ms);
+}
+
+void close_gap(relay_state& st, const std::string& key, const std::string& row_key) {
+  auto g = st.gaps.find(key);
+  if (g == st.gaps.end())
+    return;
+  g->second.erase(row_key);
+  if (g->second.empty())
+    st.gaps.erase(g);
+}
+
+/// After a full round: rows it did not find are gone (deleted by a commit
+/// whose answer was lost, say) and no longer hold their key back.
+void forget_vanished_gaps(relay_state& st) {
+  for (auto g = st.gaps.begin(); g != st.gaps.end();) {
+    auto& rows = g->second;
+    for (auto r = rows.begin(); r != rows.end();) {
+      bool vanished = r->second.round < st.round &&
+                      st.gap_rows_seen.count(r->first) == 0 &&
+                      st.in_flight_rows.count(r->first) == 0;
+      r = vanished ? rows.erase(r) : std::next(r);
+    }
+    g = rows.empty() ? st.gaps.erase(g) : std::next(g);
+  }
+  st.gap_rows_seen.clear();
+}
+
 void release(relay_pointer self) {
   auto& st = self->state;
   for (auto& kv : st.in_flight.front().rows)
@@ -96,29 +149,32 @@ void record_next_outcome(relay_pointer self) {
   auto& m = outbox_metrics::instance();
   auto now = unix_millis();
   write_batch batch;
-  auto stopped = call.blocked_keys;
   for (size_t i = 0; i < call.rows.size(); ++i) {
     auto& [row_key, row] = call.rows[i];
-    // Rows after a failed row of their key stay as they are: publishing them
-    // now would overtake it.
-    if (stopped.count(row.event.key) > 0) {
-      st.behind_due_ms = std::min(st.behind_due_ms, now);
+    auto& key = row.event.key;
+    // Behind an unpublished row of its key the row stays as it is, even if
+    // its broker took it: it goes again after that row.
+    if (auto earlier = gap_before(st, key, row_key)) {
+      auto due = earlier->due_ms;
+      open_gap(st, key, row_key, due);
       continue;
     }
     const std::string& error = i < results.size() ? results[i] : "no acknowledgement";
     if (error.empty()) {
       batch.erase(store_column::outbox, row_key);
+      close_gap(st, key, row_key);
       m.published->Increment();
       // The gauge is set by full scans; between them it counts down what left.
       if (m.backlog_rows->Value() >= 1)
         m.backlog_rows->Decrement();
       continue;
     }
-    stopped.insert(row.event.key);
     m.publish_failures->Increment();
     row.attempts += 1;
     row.last_error = error;
     if (row.attempts >= st.settings.max_attempts) {
+      // A dead letter does not hold its key back.
+      close_gap(st, key, row_key);
       batch.erase(store_column::outbox, row_key);
       batch.put(store_column::dead_letters, row_key, encode_outbox_row(row));
       m.dead_lettered->Increment();
@@ -126,16 +182,9 @@ void record_next_outcome(relay_pointer self) {
                    row.event.destination, row.attempts, error);
     } else {
       row.next_attempt_ms = now + st.settings.backoff.after(row.attempts).count();
-      st.behind_due_ms = std::min(st.behind_due_ms, row.next_attempt_ms);
+      open_gap(st, key, row_key, row.next_attempt_ms);
       batch.put(store_column::outbox, row_key, encode_outbox_row(row));
     }
-  }
-  // Calls issued before this outcome was known may carry later rows of the
-  // stopped keys; scans from now on hold those keys back themselves.
-  for (auto& key : stopped) {
-    st.held_keys.insert(key);
-    for (size_t j = 1; j < st.in_flight.size(); ++j)
-      st.in_flight[j].blocked_keys.insert(key);
   }
   if (batch.empty()) {
     release(self);
@@ -156,10 +205,15 @@ void record_next_outcome(relay_pointer self) {
           },
           [=](caf::error& err) {
             // Nothing of this outcome is recorded: its published rows are
-            // published again later (brokers and inboxes dedupe on the id).
+            // published again later (brokers and inboxes dedupe on the id),
+            // and until then they hold their keys back like failed ones.
             spdlog::warn("outbox: cannot record publish outcomes: {}",
                          self->system().render(err));
-            self->state.restart = true;
+            auto& st = self->state;
+            auto now = unix_millis();
+            for (auto& [row_key, row] : st.in_flight.front().rows)
+              open_gap(st, row.event.key, row_key, now);
+            st.restart = true;
             release(self);
             record_next_outcome(self);
             pump(self);
@@ -229,8 +283,18 @@ void scan_outbox(relay_pointer self) {
               }
               if (st.oldest_ms == 0 || row->committed_ms < st.oldest_ms)
                 st.oldest_ms = row->committed_ms;
+              auto& event_key = row->event.key;
+              if (st.full_round) {
+                auto g = st.gaps.find(event_key);
+                if (g != st.gaps.end() && g->second.count(key) > 0)
+                  st.gap_rows_seen.insert(key);
+              }
+              if (auto earlier = gap_before(st, event_key, key)) {
+                st.behind_due_ms = std::min(st.behind_due_ms, earlier->due_ms);
+                continue;
+              }
               // A held row is due when the row holding it back is.
-              if (st.held_keys.count(row->event.key) > 0)
+              if (st.held_keys.count(event_key) > 0)
                 continue;
               if (row->next_attempt_ms > now) {
                 st.held_keys.insert(row->event.key);
@@ -251,6 +315,7 @@ void scan_outbox(relay_pointer self) {
             if (st.at_end && st.full_round) {
               // The round reached the end: the backlog is exactly what it saw.
               st.full_round = false;
+              forget_vanished_gaps(st);
               auto& m = outbox_metrics::instance();
               m.backlog_rows->Set(static_cast<double>(st.scanned));
               m.oldest_row_age->Set(st.oldest_ms == 0
@@ -285,6 +350,8 @@ void pump(relay_pointer self) {
     st.behind_due_ms = never;
     st.restart = false;
     st.full_round = true;
+    ++st.round;
+    st.gap_rows_seen.clear();
     st.round_started = std::chrono::steady_clock::now();
     st.scanned = 0;
     st.oldest_ms = 0;
@@ -297,17 +364,15 @@ void pump(relay_pointer self) {
 
 /// Rows were committed (wake), or time passed (poll): look on from the
 /// cursor; on a poll, start over from the first row when rows passed over
-/// are due, or when the end was reached a while after the last round began,
-/// since a transaction that took its sequence number earlier may have
-/// committed behind the cursor since.
+/// are due, or when the round is a while old, since a transaction that took
+/// its sequence number earlier may have committed behind the cursor since.
 void look_for_rows(relay_pointer self, bool poll) {
   auto& st = self->state;
   st.more = true;
   auto sweep_after = std::max<std::chrono::steady_clock::duration>(
       st.settings.poll_interval, late_commit_sweep);
-  if (poll &&
-      (unix_millis() >= st.behind_due_ms ||
-       (st.at_end && std::chrono::steady_clock::now() - st.round_started >= sweep_after)))
+  if (poll && (unix_millis() >= st.behind_due_ms ||
+               std::chrono::steady_clock::now() - st.round_started >= sweep_after))
     st.restart = true;
   pump(self);
 }

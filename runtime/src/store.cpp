@@ -32,7 +32,8 @@ void write_batch::erase(store_column column, std::string key) {
 }
 
 void write_batch::append(write_batch other) {
-  sync = sync || other.sync;
+  // An empty batch asks for nothing yet: it takes the other's wish.
+  sync = ops.empty() ? other.sync : sync || other.sync;
   if (ops.empty()) {
     ops = std::move(other.ops);
     return;
