@@ -28,6 +28,7 @@ using nats_in_atom = caf::atom_constant<caf::atom("natsin")>;
 using nats_reply_atom = caf::atom_constant<caf::atom("natsreply")>;
 using nats_retry_atom = caf::atom_constant<caf::atom("natsretry")>;
 using nats_expire_atom = caf::atom_constant<caf::atom("natsexpire")>;
+using nats_acked_atom = caf::atom_constant<caf::atom("natsacked")>;
 
 // JetStream dedupes on this header; core messages carry it too, so a
 // consumer's inbox sees the same event id whichever way the event came.
@@ -83,7 +84,9 @@ struct connection {
 // and go on trying in the background, instead of blocking the caller.
 void on_connected(natsConnection*, void*) {}
 
-std::unique_ptr<connection> open_connection(const nats_settings& s, std::string& error) {
+std::unique_ptr<connection> open_connection(const nats_settings& s, std::string& error,
+                                            jsPubAckHandler on_ack = nullptr,
+                                            void* ack_closure = nullptr) {
   natsOptions* raw = nullptr;
   if (auto st = natsOptions_Create(&raw); st != NATS_OK) {
     error = "nats: cannot create options: " + status_text(st);
@@ -147,6 +150,8 @@ std::unique_ptr<connection> open_connection(const nats_settings& s, std::string&
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = to_ms(s.publish_timeout);
+  jo.PublishAsync.AckHandler = on_ack;
+  jo.PublishAsync.AckHandlerClosure = ack_closure;
   if (st = natsConnection_JetStream(&conn->js, conn->nc, &jo); st != NATS_OK) {
     error = "nats: no JetStream context: " + status_text(st);
     return nullptr;
@@ -291,18 +296,90 @@ void close_subscription(natsSubscription*& sub) {
 
 // -- publisher ----------------------------------------------------------------
 
+// JetStream acknowledgements of asynchronous publishes arrive on a nats.c
+// thread: the handler only reads the message's id and the outcome and sends
+// them to the publisher actor.
+using nats_publisher_actor =
+    publisher_actor::extend<caf::reacts_to<nats_acked_atom, std::string, std::string>,
+                            caf::reacts_to<nats_expire_atom, uint64_t>>;
+
+struct ack_target {
+  caf::weak_actor_ptr owner;
+};
+
+void on_publish_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  const char* id = nullptr;
+  natsMsgHeader_Get(msg, msg_id_header, &id);
+  std::string error;
+  if (pa == nullptr) {
+    error =
+        pae != nullptr ? js_failure(pae->Err, pae->ErrCode) : "nats: no acknowledgement";
+    if (pae != nullptr && pae->ErrText != nullptr)
+      error += std::string{": "} + pae->ErrText;
+  }
+  if (auto who = static_cast<ack_target*>(closure)->owner.lock())
+    caf::anon_send(caf::actor_cast<nats_publisher_actor>(who), nats_acked_atom::value,
+                   std::string{id != nullptr ? id : ""}, std::move(error));
+  natsMsg_Destroy(msg);
+}
+
+struct nats_publish_call {
+  std::vector<outbound_event> events;
+  std::vector<std::string> results;
+  size_t pending = 0;
+  caf::typed_response_promise<std::vector<std::string>> rp;
+};
+
+/// One event of a call: (call, position).
+using call_slot = std::pair<uint64_t, size_t>;
+
 struct publisher_state {
   static inline const char* name = "nats_publisher";
   publisher_state() = default;
   nats_settings settings;
+  // Declared before the connection, so it outlives the handler's last call.
+  std::unique_ptr<ack_target> target = std::make_unique<ack_target>();
   std::unique_ptr<connection> conn;
   bool streams_ready = false;
+  uint64_t next_call = 1;
+  std::map<uint64_t, nats_publish_call> calls;
+  // Event id -> its slot, for JetStream publishes waiting for their ack.
+  std::map<std::string, std::deque<call_slot>> waiting;
+  // Per key, the events not yet acknowledged, the first one sent: a key's
+  // next event goes out once the one before it is stored, so a failure never
+  // lets a later event of its key into the stream ahead of it.
+  std::map<std::string, std::deque<call_slot>> key_lines;
+  // Per key, the event that failed last and until when the key stays shut:
+  // calls the relay sent before it heard of the failure may still bring
+  // later events of the key, which must not reach the stream before the
+  // failed one is sent again.
+  std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>>
+      fences;
+
+  void fence(const outbound_event& ev) {
+    if (!ev.key.empty())
+      fences[ev.key] = {ev.id,
+                        std::chrono::steady_clock::now() + settings.publish_timeout};
+  }
+
+  /// Whether `ev` must wait for an earlier failed event of its key.
+  bool fenced(const outbound_event& ev) {
+    auto f = fences.find(ev.key);
+    if (f == fences.end())
+      return false;
+    if (f->second.first == ev.id ||
+        std::chrono::steady_clock::now() >= f->second.second) {
+      fences.erase(f);
+      return false;
+    }
+    return true;
+  }
 
   /// "" when publishing can start, else why not.
   std::string ready() {
     if (!conn) {
       std::string error;
-      conn = open_connection(settings, error);
+      conn = open_connection(settings, error, on_publish_ack, target.get());
       if (!conn)
         return error;
     }
@@ -316,66 +393,262 @@ struct publisher_state {
     return {};
   }
 
-  std::string publish(const outbound_event& ev) {
+  /// Builds the message of `ev`; nullptr with `error` set when it cannot.
+  natsMsg* message_of(const outbound_event& ev, std::string& error) {
     natsMsg* raw = nullptr;
     auto st = natsMsg_Create(&raw, ev.destination.c_str(), nullptr, ev.payload.data(),
                              static_cast<int>(ev.payload.size()));
-    if (st != NATS_OK)
-      return "nats: cannot build a message for " + ev.destination + ": " +
-             status_text(st);
-    std::unique_ptr<natsMsg, void (*)(natsMsg*)> msg{raw, natsMsg_Destroy};
+    if (st != NATS_OK) {
+      error =
+          "nats: cannot build a message for " + ev.destination + ": " + status_text(st);
+      return nullptr;
+    }
     for (auto& [k, v] : ev.headers)
-      if (st = natsMsgHeader_Add(raw, k.c_str(), v.c_str()); st != NATS_OK)
-        return "nats: header '" + k + "' rejected: " + status_text(st);
+      if (st = natsMsgHeader_Add(raw, k.c_str(), v.c_str()); st != NATS_OK) {
+        error = "nats: header '" + k + "' rejected: " + status_text(st);
+        natsMsg_Destroy(raw);
+        return nullptr;
+      }
     if (!ev.key.empty())
       natsMsgHeader_Set(raw, key_header, ev.key.c_str());
-    if (!settings.jetstream) {
-      natsMsgHeader_Set(raw, msg_id_header, ev.id.c_str());
-      st = natsConnection_PublishMsg(conn->nc, raw);
-      if (st == NATS_OK)
-        st = natsConnection_FlushTimeout(conn->nc, to_ms(settings.publish_timeout));
-      return st == NATS_OK ? std::string{} : "nats: " + status_text(st);
-    }
+    // JetStream dedupes on it within the stream's duplicate window.
+    natsMsgHeader_Set(raw, msg_id_header, ev.id.c_str());
+    return raw;
+  }
+
+  /// Core NATS: "" once the server has the message (one flush per call).
+  std::string publish_core(const outbound_event& ev) {
+    std::string error;
+    auto* raw = message_of(ev, error);
+    if (raw == nullptr)
+      return error;
+    auto st = natsConnection_PublishMsg(conn->nc, raw);
+    natsMsg_Destroy(raw);
+    return st == NATS_OK ? std::string{} : "nats: " + status_text(st);
+  }
+
+  /// JetStream: hands the message to nats.c, whose acknowledgement comes
+  /// back as a message; "" when it was sent.
+  std::string publish_async(const outbound_event& ev) {
+    std::string error;
+    auto* raw = message_of(ev, error);
+    if (raw == nullptr)
+      return error;
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    po.MsgId = ev.id.c_str();
     po.MaxWait = to_ms(settings.publish_timeout);
-    jsPubAck* ack = nullptr;
-    jsErrCode code = static_cast<jsErrCode>(0);
-    st = js_PublishMsg(&ack, conn->js, raw, &po, &code);
-    if (st != NATS_OK)
-      return js_failure(st, code);
-    jsPubAck_Destroy(ack);
+    auto st = js_PublishMsgAsync(conn->js, &raw, &po);
+    if (st != NATS_OK) {
+      natsMsg_Destroy(raw); // still ours when the call failed
+      return "nats: " + status_text(st);
+    }
     return {};
   }
 };
 
-publisher_actor::behavior_type
-nats_publisher(publisher_actor::stateful_pointer<publisher_state> self,
-               nats_settings settings) {
+using publisher_pointer = nats_publisher_actor::stateful_pointer<publisher_state>;
+
+// The publisher contract: per key, nothing after a failure is acknowledged.
+std::vector<std::string> apply_key_order(nats_publish_call& call) {
+  std::set<std::string> failed;
+  for (size_t i = 0; i < call.results.size(); ++i) {
+    auto& key = call.events[i].key;
+    if (failed.count(key) > 0) {
+      if (call.results[i].empty())
+        call.results[i] = "nats: not published: an earlier event of its key failed";
+    } else if (!call.results[i].empty()) {
+      failed.insert(key);
+    }
+  }
+  return std::move(call.results);
+}
+
+void finish_call(publisher_pointer self, uint64_t id) {
+  auto it = self->state.calls.find(id);
+  if (it == self->state.calls.end())
+    return;
+  auto call = std::move(it->second);
+  self->state.calls.erase(it);
+  call.rp.deliver(apply_key_order(call));
+}
+
+/// Records the outcome of `slot`; finishes its call when it was the last.
+void settle(publisher_pointer self, call_slot slot, std::string error) {
+  auto c = self->state.calls.find(slot.first);
+  if (c == self->state.calls.end())
+    return;
+  c->second.results[slot.second] = std::move(error);
+  if (--c->second.pending == 0)
+    finish_call(self, slot.first);
+}
+
+/// Sends the event in `slot` asynchronously; false (and settled) if it
+/// could not be sent.
+bool send_slot(publisher_pointer self, call_slot slot) {
+  auto& st = self->state;
+  auto& ev = st.calls.at(slot.first).events[slot.second];
+  std::string error = st.conn->connected() ? st.publish_async(ev) : "nats: not connected";
+  if (!error.empty()) {
+    st.fence(ev);
+    settle(self, slot, std::move(error));
+    return false;
+  }
+  st.waiting[ev.id].push_back(slot);
+  return true;
+}
+
+/// Sends the first event of `key`'s line; when it cannot be sent, the rest
+/// of the line fails behind it.
+void send_line_front(publisher_pointer self, const std::string& key) {
+  auto& st = self->state;
+  auto line = st.key_lines.find(key);
+  if (line == st.key_lines.end())
+    return;
+  if (!line->second.empty() && send_slot(self, line->second.front()))
+    return;
+  auto rest = std::move(line->second);
+  st.key_lines.erase(line);
+  for (size_t i = 1; i < rest.size(); ++i)
+    settle(self, rest[i], "nats: not published: an earlier event of its key failed");
+}
+
+nats_publisher_actor::behavior_type nats_publisher(publisher_pointer self,
+                                                   nats_settings settings) {
   self->state.settings = std::move(settings);
+  self->state.target->owner = caf::weak_actor_ptr{self->ctrl()};
   return {
-      [=](publish_atom, const std::vector<outbound_event>& events) {
+      [=](publish_atom,
+          std::vector<outbound_event>& events) -> caf::result<std::vector<std::string>> {
         auto& st = self->state;
-        std::vector<std::string> out(events.size());
+        nats_publish_call call;
+        call.results.assign(events.size(), std::string{});
+        call.events = std::move(events);
         // Blocking here is fine: the actor is detached, this is its thread.
         auto down = st.ready();
-        std::set<std::string> failed_keys;
-        for (size_t i = 0; i < events.size(); ++i) {
-          auto& ev = events[i];
-          if (!down.empty()) {
-            out[i] = down;
-          } else if (failed_keys.count(ev.key) > 0) {
-            out[i] = "nats: not published: an earlier event of its key failed";
-          } else if (auto error = st.publish(ev); !error.empty()) {
-            out[i] = error;
-            failed_keys.insert(ev.key);
-            // A lost link fails the rest at once instead of one wait each.
-            if (!st.conn->connected())
-              down = error;
-          }
+        if (!down.empty()) {
+          for (auto& r : call.results)
+            r = down;
+          return apply_key_order(call);
         }
-        return out;
+        if (!st.settings.jetstream) {
+          // Core NATS: the server has a message once a flush returns, so a
+          // call needs one flush, not one per event.
+          std::set<std::string> failed_keys;
+          for (size_t i = 0; i < call.events.size(); ++i) {
+            auto& ev = call.events[i];
+            if (failed_keys.count(ev.key) > 0)
+              continue;
+            if (auto error = st.publish_core(ev); !error.empty()) {
+              call.results[i] = error;
+              failed_keys.insert(ev.key);
+            }
+          }
+          auto flushed = natsConnection_FlushTimeout(st.conn->nc,
+                                                     to_ms(st.settings.publish_timeout));
+          if (flushed != NATS_OK)
+            for (auto& r : call.results)
+              if (r.empty())
+                r = "nats: " + status_text(flushed);
+          return apply_key_order(call);
+        }
+        auto id = st.next_call++;
+        call.pending = call.events.size();
+        for (auto& r : call.results)
+          r = "nats: no acknowledgement in time";
+        call.rp = self->make_response_promise<std::vector<std::string>>();
+        auto rp = call.rp;
+        auto count = call.events.size();
+        std::vector<std::string> keys;
+        keys.reserve(count);
+        for (auto& ev : call.events)
+          keys.push_back(ev.key);
+        st.calls.emplace(id, std::move(call));
+        // nats.c fails an unacknowledged publish after MaxWait; this only
+        // guards the caller against an acknowledgement that never comes.
+        self->delayed_send(self, st.settings.publish_timeout + std::chrono::seconds(2),
+                           nats_expire_atom::value, id);
+        for (size_t i = 0; i < count && st.calls.count(id) > 0; ++i) {
+          // Events without a key have no order to keep: each goes at once.
+          if (keys[i].empty()) {
+            send_slot(self, {id, i});
+            continue;
+          }
+          if (st.fenced(st.calls.at(id).events[i])) {
+            settle(self, {id, i},
+                   "nats: not published: an earlier event of its key failed");
+            continue;
+          }
+          auto& line = st.key_lines[keys[i]];
+          line.emplace_back(id, i);
+          if (line.size() == 1)
+            send_line_front(self, keys[i]);
+        }
+        return rp;
+      },
+      [=](nats_acked_atom, const std::string& event_id, std::string& error) {
+        auto& st = self->state;
+        auto w = st.waiting.find(event_id);
+        if (w == st.waiting.end() || w->second.empty())
+          return; // its call expired
+        auto slot = w->second.front();
+        w->second.pop_front();
+        if (w->second.empty())
+          st.waiting.erase(w);
+        auto c = st.calls.find(slot.first);
+        if (c == st.calls.end())
+          return;
+        auto key = c->second.events[slot.second].key;
+        bool failed = !error.empty();
+        if (failed)
+          st.fence(c->second.events[slot.second]);
+        settle(self, slot, std::move(error));
+        if (key.empty())
+          return;
+        auto line = st.key_lines.find(key);
+        if (line == st.key_lines.end() || line->second.empty() ||
+            line->second.front() != slot)
+          return;
+        line->second.pop_front();
+        if (failed) {
+          // Nothing behind a failed event of its key may be stored before it.
+          auto rest = std::move(line->second);
+          st.key_lines.erase(line);
+          for (auto& behind : rest)
+            settle(self, behind,
+                   "nats: not published: an earlier event of its key failed");
+          return;
+        }
+        send_line_front(self, key);
+      },
+      [=](nats_expire_atom, uint64_t id) {
+        auto& st = self->state;
+        if (st.calls.count(id) == 0)
+          return;
+        for (auto w = st.waiting.begin(); w != st.waiting.end();) {
+          auto& q = w->second;
+          q.erase(std::remove_if(q.begin(), q.end(),
+                                 [&](const call_slot& slot) { return slot.first == id; }),
+                  q.end());
+          w = q.empty() ? st.waiting.erase(w) : std::next(w);
+        }
+        std::vector<std::string> moved;
+        for (auto line = st.key_lines.begin(); line != st.key_lines.end();) {
+          auto& q = line->second;
+          bool front_gone = !q.empty() && q.front().first == id;
+          q.erase(std::remove_if(q.begin(), q.end(),
+                                 [&](const call_slot& slot) { return slot.first == id; }),
+                  q.end());
+          if (q.empty()) {
+            line = st.key_lines.erase(line);
+            continue;
+          }
+          if (front_gone)
+            moved.push_back(line->first);
+          ++line;
+        }
+        finish_call(self, id);
+        for (auto& key : moved)
+          send_line_front(self, key);
       },
   };
 }
@@ -1037,7 +1310,8 @@ nats_settings nats_settings_from(const config& cfg) {
 }
 
 publisher_actor spawn_nats_publisher(caf::actor_system& sys, nats_settings settings) {
-  return sys.spawn<caf::detached>(nats_publisher, std::move(settings));
+  return caf::actor_cast<publisher_actor>(
+      sys.spawn<caf::detached>(nats_publisher, std::move(settings)));
 }
 
 nats_subscription_actor spawn_nats_subscriber(caf::actor_system& sys,

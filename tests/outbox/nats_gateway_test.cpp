@@ -319,6 +319,24 @@ TEST_CASE("an event after a failed one of its key in the same publish is reporte
   CHECK(stored_messages(f.server.url(), "EVENTS") == 2);
 }
 
+TEST_CASE("after a failed event, a later call's event of its key is refused until the "
+          "failed event is sent again",
+          "[nats]") {
+  nats_fixture f;
+  auto pub = f.keep(troupe::spawn_nats_publisher(*f.sys, f.settings));
+  auto failed = f.publish(pub, {event("a1", "a", "nowhere.x")});
+  REQUIRE(failed.size() == 1);
+  CHECK(!failed[0].empty());
+  // Sent before the relay heard of the failure: it must not overtake a1.
+  auto early = f.publish(pub, {event("a2", "a"), event("b1", "b")});
+  REQUIRE(early.size() == 2);
+  CHECK(!early[0].empty());
+  CHECK(early[1].empty());
+  // The retry of a1 opens the key again.
+  CHECK(all_acked(f.publish(pub, {event("a1", "a"), event("a2", "a")})));
+  CHECK(stored_messages(f.server.url(), "EVENTS") == 3);
+}
+
 TEST_CASE("two queue-group subscribers share a subject's messages and none is "
           "delivered to both",
           "[nats]") {

@@ -72,9 +72,11 @@ nats_settings nats_settings_from(const config& cfg);
 /// A publisher to NATS: subject = destination, the event's headers as NATS
 /// headers. With JetStream, `Nats-Msg-Id` is the event id, so a
 /// re-publication within the stream's duplicate window is stored once; an
-/// event is acknowledged when JetStream stored it. Events are published in
-/// order and, per key, not after a failed one of the same key. An
-/// unreachable server answers errors at once (nats.c reconnects behind).
+/// event is acknowledged when JetStream stored it. JetStream publishes are
+/// asynchronous, many in flight, but per key one at a time: a key's next
+/// event goes once the one before it is stored, never after a failed one
+/// (until that one comes again). An unreachable server answers errors at
+/// once (nats.c reconnects behind).
 publisher_actor spawn_nats_publisher(caf::actor_system& sys, nats_settings settings);
 
 using nats_ready_atom = caf::atom_constant<caf::atom("natsready")>;
