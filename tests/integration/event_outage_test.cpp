@@ -216,6 +216,24 @@ bool all_ended(uint16_t http_port, const std::vector<std::string>& sagas) {
   return true;
 }
 
+/// Flags that keep a node's order events in its outbox: their route's broker
+/// is unreachable, so every attempt fails, and with a 1 ms backoff and no
+/// attempt limit to speak of they are due again at once after a restart.
+strings held_in_outbox() {
+  return {"--events.routes",
+          "[orders.*=nats]",
+          "--events.nats.servers",
+          "[nats://127.0.0.1:1]",
+          "--events.nats.connect_timeout",
+          "100ms",
+          "--events.relay.backoff",
+          "1ms",
+          "--events.relay.max_backoff",
+          "1ms",
+          "--events.relay.max_attempts",
+          "1000000"};
+}
+
 /// Waits until the node's relay has made a full pass after publishing at
 /// least `min_published` rows and the outbox is empty. The backlog gauge is
 /// 0 in a new process before the first scan, so 0 alone proves nothing; once
@@ -586,11 +604,7 @@ TEST_CASE("events committed to the embedded broker's outbox survive a kill -9 of
           "[events]") {
   temp_dir dir;
   auto store = dir.path() / "store";
-  // No wake-up follows a saga's commit: with an hour between polls, the
-  // relay's first pass at start finds nothing and the events stay committed
-  // and unpublished until the process dies.
-  const strings held{"--events.relay.poll_interval", "1h"};
-  auto node = start_order_node(store, held);
+  auto node = start_order_node(store, held_in_outbox());
   std::vector<std::string> sagas;
   auto orders = start_orders(node.http_port, "order", 5, &sagas);
   REQUIRE(eventually(within(10s), [&] { return all_ended(node.http_port, sagas); }));
@@ -619,17 +633,17 @@ TEST_CASE("a node killed -9 while its relay publishes to the embedded broker pub
   constexpr int n = 40;
   temp_dir dir;
   auto store = dir.path() / "store";
-  // Rows wait for the next start (see above), which then publishes them one
-  // per broker call: publishing takes long enough to be killed in.
-  const strings held{"--events.relay.poll_interval", "1h", "--events.relay.batch_size",
-                     "1"};
-  auto node = start_order_node(store, held);
+  auto node = start_order_node(store, held_in_outbox());
   std::vector<std::string> sagas;
   auto orders = start_orders(node.http_port, "order", n, &sagas);
   REQUIRE(eventually(within(20s), [&] { return all_ended(node.http_port, sagas); }));
   kill_hard(node);
 
-  node = start_order_node(store, held);
+  // The next start publishes them one per broker call, one call at a time:
+  // publishing takes long enough to be killed in.
+  const strings one_by_one{"--events.relay.batch_size", "1",
+                           "--events.relay.max_in_flight", "1"};
+  node = start_order_node(store, one_by_one);
   relay_metrics seen;
   bool publishing = eventually(
       within(10s),
