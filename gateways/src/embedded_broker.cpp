@@ -8,6 +8,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "consumer_lag.hpp"
+
 #include <troupe/outbox/event_codec.hpp>
 #include <troupe/outbox/outbox_row.hpp>
 #include <troupe/runtime/store.hpp>
@@ -108,6 +110,14 @@ using broker_pointer = embedded_broker_actor::stateful_pointer<broker_state>;
 
 void deliver_next(broker_pointer self, const std::string& topic, const std::string& name);
 
+/// Sets the group's lag: what was appended to the topic after its offset.
+void report_lag(broker_pointer self, const std::string& topic, const std::string& name) {
+  auto& g = self->state.groups[{topic, name}];
+  auto head = self->state.heads[topic];
+  consumer_lag("embedded", topic, name, "0")
+      .Set(static_cast<double>(head > g.next ? head - g.next : 0));
+}
+
 void fetch(broker_pointer self, const std::string& topic, const std::string& name) {
   auto& g = self->state.groups[{topic, name}];
   g.busy = true;
@@ -165,6 +175,7 @@ void deliver_next(broker_pointer self, const std::string& topic,
               g.fetched.pop_front();
             g.next = d.offset + 1;
             self->state.committed[{topic, name}] = g.next;
+            report_lag(self, topic, name);
             write_batch batch;
             batch.put(store_column::state, offset_key(topic, name), big_endian(g.next));
             // Not waited for: a lost offset commit only redelivers, which the
@@ -307,8 +318,10 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
                 [=](caf::ok_atom) mutable {
                   rp.deliver(std::vector<std::string>(n));
                   for (auto& [key, g] : self->state.groups)
-                    if (topics.count(key.first) > 0)
+                    if (topics.count(key.first) > 0) {
+                      report_lag(self, key.first, key.second);
                       deliver_next(self, key.first, key.second);
+                    }
                 },
                 [=](caf::error& err) mutable {
                   // Offsets taken stay unused (readers skip gaps); the ids

@@ -15,6 +15,8 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include "consumer_lag.hpp"
+
 namespace troupe {
 
 namespace {
@@ -390,6 +392,7 @@ struct kafka_subscription::impl {
   // revocation; its generation tells a late answer from a current one.
   struct partition_state {
     uint64_t generation = 0;
+    prometheus::Gauge* lag = nullptr;
     bool busy = false; ///< the buffer's front is with the consumer
     bool paused = false;
     std::deque<delivered_event> buffer;
@@ -400,8 +403,10 @@ struct kafka_subscription::impl {
     uint64_t generation;
     int64_t offset;
   };
+  std::string group;
   std::map<int32_t, partition_state> partitions;
   std::map<uint64_t, handed_over> tickets;
+  std::chrono::steady_clock::time_point lag_reported;
   uint64_t next_ticket = 1;
   uint64_t next_generation = 1;
 
@@ -504,6 +509,44 @@ struct kafka_subscription::impl {
     hand_over(info.partition, ps);
   }
 
+  // The high watermark is librdkafka's cached one (no broker round trip);
+  // the group's position is the first record not acknowledged yet.
+  void report_lag() {
+    auto now = std::chrono::steady_clock::now();
+    if (now - lag_reported < std::chrono::seconds(1))
+      return;
+    lag_reported = now;
+    for (auto& [partition, ps] : partitions) {
+      int64_t low = 0;
+      int64_t high = 0;
+      if (rd_kafka_get_watermark_offsets(rk, topic.c_str(), partition, &low, &high) !=
+              RD_KAFKA_RESP_ERR_NO_ERROR ||
+          high < 0)
+        continue;
+      int64_t position = -1;
+      if (!ps.buffer.empty()) {
+        position = static_cast<int64_t>(ps.buffer.front().offset);
+      } else {
+        auto* list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+        if (rd_kafka_position(rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR)
+          position = list->elems[0].offset;
+        rd_kafka_topic_partition_list_destroy(list);
+      }
+      if (position < 0)
+        continue;
+      if (ps.lag == nullptr)
+        ps.lag = &consumer_lag("kafka", topic, group, std::to_string(partition));
+      ps.lag->Set(static_cast<double>(high > position ? high - position : 0));
+    }
+  }
+
+  void forget_lag(partition_state& ps) {
+    if (ps.lag != nullptr)
+      forget_consumer_lag(*ps.lag);
+    ps.lag = nullptr;
+  }
+
   void retry_due() {
     auto now = std::chrono::steady_clock::now();
     for (auto& [partition, ps] : partitions)
@@ -525,6 +568,7 @@ struct kafka_subscription::impl {
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       for (int i = 0; i < list->cnt; ++i) {
         auto& ps = self->partitions[list->elems[i].partition];
+        self->forget_lag(ps);
         ps = partition_state{};
         ps.generation = self->next_generation++;
       }
@@ -549,12 +593,15 @@ struct kafka_subscription::impl {
       if (it == self->partitions.end())
         continue;
       self->set_paused(it->first, it->second, false);
+      self->forget_lag(it->second);
       self->partitions.erase(it);
     }
     if (cooperative) {
       if (auto* e = rd_kafka_incremental_unassign(rk, list))
         rd_kafka_error_destroy(e);
     } else {
+      for (auto& [partition, ps] : self->partitions)
+        self->forget_lag(ps);
       self->partitions.clear();
       rd_kafka_assign(rk, nullptr);
     }
@@ -564,6 +611,7 @@ struct kafka_subscription::impl {
     while (!stopping.load()) {
       drain_answers();
       retry_due();
+      report_lag();
       auto* msg = rd_kafka_consumer_poll(rk, poll_ms);
       if (msg == nullptr)
         continue;
@@ -583,6 +631,8 @@ struct kafka_subscription::impl {
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     rk = nullptr;
+    for (auto& [partition, ps] : partitions)
+      forget_lag(ps);
   }
 };
 
@@ -623,6 +673,7 @@ std::unique_ptr<kafka_subscription> subscribe_kafka(caf::actor_system& sys,
   rd_kafka_conf_set_rebalance_cb(conf.get(), kafka_subscription::impl::on_rebalance);
   p->settings = settings;
   p->topic = topic;
+  p->group = group;
   p->rk = new_client(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(p->rk);
   auto* list = rd_kafka_topic_partition_list_new(1);

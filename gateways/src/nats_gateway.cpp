@@ -15,6 +15,8 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include "consumer_lag.hpp"
+
 #include <troupe/runtime/detail/pem_material.hpp>
 #include <troupe/runtime/errors.hpp>
 
@@ -797,6 +799,7 @@ struct pull_shared {
   std::string subject;
   event_consumer_actor consumer;
   caf::weak_actor_ptr owner;
+  prometheus::Gauge* lag = nullptr; ///< pull thread only
   std::mutex mtx;
   std::condition_variable cv;
   bool stopping = false;
@@ -847,12 +850,22 @@ natsSubscription* pull_subscribe(pull_shared& sh, connection& c, std::string& er
 }
 
 /// Delivers `msg` and waits for the answer; true when the consumer said ok.
-bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg* msg) {
+/// Sets the durable's lag: what JetStream still holds for it.
+void report_lag(pull_shared& sh, uint64_t pending) {
+  if (sh.lag == nullptr)
+    sh.lag = &consumer_lag("nats", sh.subject, sh.durable, "");
+  sh.lag->Set(static_cast<double>(pending));
+}
+
+/// `pending`: JetStream's count of messages after this one not delivered yet.
+bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg* msg,
+                    uint64_t& pending) {
   delivered_event d;
   d.topic = natsMsg_GetSubject(msg);
   jsMsgMetaData* meta = nullptr;
   if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     d.offset = meta->Sequence.Stream;
+    pending = meta->NumPending;
     jsMsgMetaData_Destroy(meta);
   }
   d.event = event_of(d.topic, headers_of(msg), payload_of(msg));
@@ -898,8 +911,10 @@ void pull_loop(std::shared_ptr<pull_shared> sh) {
     auto st =
         natsSubscription_Fetch(&list, sub, static_cast<int>(sh->settings.fetch_batch),
                                to_ms(sh->settings.fetch_wait), &code);
-    if (st == NATS_TIMEOUT)
+    if (st == NATS_TIMEOUT) {
+      report_lag(*sh, 0); // nothing came within the wait: nothing is pending
       continue;
+    }
     if (st != NATS_OK) {
       report(js_failure(st, code));
       sh->pause(sh->settings.reconnect_wait);
@@ -910,9 +925,11 @@ void pull_loop(std::shared_ptr<pull_shared> sh) {
       auto* msg = list.Msgs[i];
       // After a failure the rest goes back too, so nothing overtakes the
       // failed message when JetStream redelivers.
-      if (!failed && !sh->stopped() && deliver_pulled(*sh, self, msg))
+      uint64_t pending = 0;
+      if (!failed && !sh->stopped() && deliver_pulled(*sh, self, msg, pending)) {
         natsMsg_Ack(msg, nullptr);
-      else {
+        report_lag(*sh, pending);
+      } else {
         natsMsg_Nak(msg, nullptr);
         failed = true;
       }
@@ -925,6 +942,8 @@ void pull_loop(std::shared_ptr<pull_shared> sh) {
   // consumer and with it the position.
   if (sub != nullptr)
     natsSubscription_Destroy(sub);
+  if (sh->lag != nullptr)
+    forget_consumer_lag(*sh->lag);
 }
 
 struct pull_state {

@@ -133,3 +133,31 @@ TEST_CASE("competing consumers of one group share a topic and each message reach
   f.stop(one);
   f.stop(two);
 }
+
+TEST_CASE("a consumer group's lag is what the topic holds past its offset") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  // A group that never answers stays at offset 0.
+  auto silent = f.sys->spawn([]() -> troupe::event_consumer_actor::behavior_type {
+    return {
+        [](troupe::deliver_atom, troupe::delivered_event&) -> caf::result<caf::ok_atom> {
+          return caf::delegated<caf::ok_atom>{};
+        }};
+  });
+  subscribe(f, broker, "lag-audit", consumer);
+  subscribe(f, broker, "lag-stuck", silent);
+  publish(f, broker, {event("l1", "a"), event("l2", "a"), event("l3", "b")});
+  REQUIRE(seen->wait_for(3));
+  auto lag_of = [](const char* group) {
+    return troupe::test::metric_value(
+        "troupe_events_consumer_lag",
+        {{"broker", "embedded"}, {"topic", "orders.shipped"}, {"group", group}});
+  };
+  CHECK(troupe::test::eventually([&] { return lag_of("lag-audit") == 0; }));
+  CHECK(troupe::test::eventually([&] { return lag_of("lag-stuck") == 3; }));
+  f.stop(broker);
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+}

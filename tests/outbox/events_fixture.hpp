@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -21,6 +22,7 @@
 #include <troupe/outbox/outbound_event.hpp>
 #include <troupe/outbox/outbox_row.hpp>
 #include <troupe/outbox/outbox_sequence.hpp>
+#include <troupe/runtime/metrics.hpp>
 #include <troupe/runtime/store.hpp>
 #include <troupe/runtime/store_actor.hpp>
 
@@ -52,6 +54,26 @@ inline bool eventually(const std::function<bool()>& done,
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return done();
+}
+
+/// The value of metric `name` whose labels include all of `labels`; -1 when
+/// there is none.
+inline double metric_value(const std::string& name,
+                           const std::map<std::string, std::string>& labels) {
+  for (auto& family : metrics::instance().registry().Collect()) {
+    if (family.name != name)
+      continue;
+    for (auto& m : family.metric) {
+      size_t matched = 0;
+      for (auto& l : m.label)
+        if (auto it = labels.find(l.name); it != labels.end() && it->second == l.value)
+          ++matched;
+      if (matched == labels.size())
+        return family.type == prometheus::MetricType::Counter ? m.counter.value
+                                                              : m.gauge.value;
+    }
+  }
+  return -1;
 }
 
 /// What a recording consumer saw, shared with the test's thread.

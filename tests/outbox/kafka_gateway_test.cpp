@@ -426,6 +426,14 @@ TEST_CASE("a kafka subscription commits only acknowledged records, so the group'
     return std::count_if(first->seen.begin(), first->seen.end(),
                          [](auto& s) { return s.first.offset == 5; }) >= 2;
   }));
+  // Five of ten acknowledged: the group lags five behind the partition's end.
+  CHECK(troupe::test::eventually([] {
+    return troupe::test::metric_value("troupe_events_consumer_lag",
+                                      {{"broker", "kafka"},
+                                       {"topic", "audit"},
+                                       {"group", "billing"},
+                                       {"partition", "0"}}) == 5;
+  }));
   sub->stop();
   CHECK(sub->acknowledged() == 5);
   caf::anon_send_exit(refusing, caf::exit_reason::user_shutdown);
