@@ -232,7 +232,11 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
     names += (names.empty() ? "" : ", ") + name;
   auto routes = spawn_route_publisher(sys, settings, std::move(brokers));
   self->link_to(routes);
-  auto relay = spawn_relay(sys, store, routes, settings.relay);
+  auto relay_settings = settings.relay;
+  relay_settings.route_of = [settings](const std::string& destination) {
+    return settings.route_for(destination);
+  };
+  auto relay = spawn_relay(sys, store, routes, std::move(relay_settings));
   self->link_to(relay);
   sys.registry().put(event_relay_atom::value,
                      caf::actor_cast<caf::strong_actor_ptr>(relay));

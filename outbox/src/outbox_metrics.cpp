@@ -44,6 +44,16 @@ outbox_metrics& outbox_metrics::instance() {
              .Help("Undecodable messages sent to a dead-letter destination")
              .Register(reg)
              .Add({});
+    out.route_backlog_rows =
+        &prometheus::BuildGauge()
+             .Name("troupe_outbox_route_backlog_rows")
+             .Help("Outbox rows committed and not yet published, per route")
+             .Register(reg);
+    out.route_oldest_row_age =
+        &prometheus::BuildGauge()
+             .Name("troupe_outbox_route_oldest_row_age_seconds")
+             .Help("Age of the oldest unpublished outbox row, per route")
+             .Register(reg);
     return out;
   }();
   return m;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <prometheus/counter.h>
+#include <prometheus/family.h>
 #include <prometheus/gauge.h>
 
 namespace troupe {
@@ -16,6 +17,10 @@ struct outbox_metrics {
   prometheus::Counter* dead_lettered;
   prometheus::Counter* inbox_duplicates;
   prometheus::Counter* inbox_poison;
+  /// Per route (the `events.routes` pattern serving the rows, "*" for the
+  /// default): rows waiting, and the age of the oldest.
+  prometheus::Family<prometheus::Gauge>* route_backlog_rows;
+  prometheus::Family<prometheus::Gauge>* route_oldest_row_age;
 };
 
 } // namespace troupe

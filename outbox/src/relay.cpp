@@ -84,6 +84,53 @@ struct relay_state {
   bool full_round = false;
   uint32_t scanned = 0;
   int64_t oldest_ms = 0;
+  // Per route, this full round's rows and oldest commit time, and the
+  // route's gauges (created on first sight, kept for the relay's life).
+  std::map<std::string, std::pair<uint32_t, int64_t>> round_routes;
+  std::map<std::string, std::pair<prometheus::Gauge*, prometheus::Gauge*>> route_gauges;
+
+  std::string route_of(const std::string& destination) const {
+    return settings.route_of ? settings.route_of(destination) : std::string{"*"};
+  }
+
+  std::pair<prometheus::Gauge*, prometheus::Gauge*>& gauges_of(const std::string& route) {
+    auto g = route_gauges.find(route);
+    if (g == route_gauges.end()) {
+      auto& m = outbox_metrics::instance();
+      g = route_gauges
+              .emplace(route,
+                       std::make_pair(&m.route_backlog_rows->Add({{"route", route}}),
+                                      &m.route_oldest_row_age->Add({{"route", route}})))
+              .first;
+    }
+    return g->second;
+  }
+
+  void count_in_round(const std::string& destination, int64_t committed_ms) {
+    auto& r = round_routes[route_of(destination)];
+    ++r.first;
+    if (r.second == 0 || committed_ms < r.second)
+      r.second = committed_ms;
+  }
+
+  /// The round reached the end: the backlog per route is what it saw, plus
+  /// the rows in flight now (which it passed over unread).
+  void report_round(int64_t now) {
+    for (auto& call : in_flight)
+      for (auto& [row_key, row] : call.rows)
+        count_in_round(row.event.destination, row.committed_ms);
+    for (auto& [route, counts] : round_routes)
+      gauges_of(route);
+    for (auto& [route, gauges] : route_gauges) {
+      auto r = round_routes.find(route);
+      bool any = r != round_routes.end();
+      gauges.first->Set(any ? static_cast<double>(r->second.first) : 0.0);
+      gauges.second->Set(any && r->second.second != 0
+                             ? static_cast<double>(now - r->second.second) / 1e3
+                             : 0.0);
+    }
+    round_routes.clear();
+  }
 };
 
 using relay_pointer = relay_actor::stateful_pointer<relay_state>;
@@ -164,9 +211,13 @@ void record_next_outcome(relay_pointer self) {
       batch.erase(store_column::outbox, row_key);
       close_gap(st, key, row_key);
       m.published->Increment();
-      // The gauge is set by full scans; between them it counts down what left.
+      // The gauges are set by full scans; between them they count down what
+      // left.
       if (m.backlog_rows->Value() >= 1)
         m.backlog_rows->Decrement();
+      if (auto* route_rows = st.gauges_of(st.route_of(row.event.destination)).first;
+          route_rows->Value() >= 1)
+        route_rows->Decrement();
       continue;
     }
     m.publish_failures->Increment();
@@ -285,6 +336,7 @@ void scan_outbox(relay_pointer self) {
                 st.oldest_ms = row->committed_ms;
               auto& event_key = row->event.key;
               if (st.full_round) {
+                st.count_in_round(row->event.destination, row->committed_ms);
                 auto g = st.gaps.find(event_key);
                 if (g != st.gaps.end() && g->second.count(key) > 0)
                   st.gap_rows_seen.insert(key);
@@ -316,6 +368,7 @@ void scan_outbox(relay_pointer self) {
               // The round reached the end: the backlog is exactly what it saw.
               st.full_round = false;
               forget_vanished_gaps(st);
+              st.report_round(now);
               auto& m = outbox_metrics::instance();
               m.backlog_rows->Set(static_cast<double>(st.scanned));
               m.oldest_row_age->Set(st.oldest_ms == 0
@@ -350,6 +403,7 @@ void pump(relay_pointer self) {
     st.behind_due_ms = never;
     st.restart = false;
     st.full_round = true;
+    st.round_routes.clear();
     ++st.round;
     st.gap_rows_seen.clear();
     st.round_started = std::chrono::steady_clock::now();

@@ -471,3 +471,41 @@ TEST_CASE("a key whose row failed once gets all its rows published, and a key th
   f.stop(fail_a_once);
   f.stop(broker);
 }
+
+TEST_CASE("the backlog is reported per route, and counts down as rows leave") {
+  troupe::test::events_fixture f;
+  emit_shipments(f, {{"a", 1}, {"b", 1}});
+  {
+    troupe::outbox_transaction tx{f.sequence};
+    tx.emit("audit.shipped", "c", order_shipped{"c", 1});
+    f.commit(std::move(tx).take());
+  }
+  auto always_failing = f.sys->spawn(troupe::test::failing_publisher,
+                                     troupe::publisher_actor{}, std::string{}, -1);
+  auto rs = fast_relay(1000);
+  rs.route_of = [](const std::string& destination) {
+    return destination.rfind("orders.", 0) == 0 ? std::string{"orders.*"}
+                                                : std::string{"*"};
+  };
+  auto relay = troupe::spawn_relay(*f.sys, f.store_handle, always_failing, rs);
+  auto backlog_of = [](const char* route) {
+    return troupe::test::metric_value("troupe_outbox_route_backlog_rows",
+                                      {{"route", route}});
+  };
+  CHECK(troupe::test::eventually(
+      [&] { return backlog_of("orders.*") == 2 && backlog_of("*") == 1; }));
+  CHECK(troupe::test::metric_value("troupe_outbox_route_oldest_row_age_seconds",
+                                   {{"route", "orders.*"}}) >= 0);
+  f.stop(relay);
+  f.stop(always_failing);
+
+  // Published through a working broker, each route's backlog empties.
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  rs.max_attempts = 10;
+  relay = troupe::spawn_relay(*f.sys, f.store_handle, broker, rs);
+  CHECK(troupe::test::eventually([&] { return f.rows(store_column::outbox).empty(); }));
+  CHECK(troupe::test::eventually(
+      [&] { return backlog_of("orders.*") == 0 && backlog_of("*") == 0; }));
+  f.stop(relay);
+  f.stop(broker);
+}

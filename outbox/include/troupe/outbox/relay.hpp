@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ struct relay_settings {
   uint32_t max_attempts = 10;
   relay_backoff backoff;
   std::chrono::milliseconds publish_timeout{10000};
+  /// The route serving a destination, for the per-route backlog metrics;
+  /// none: every row counts under "*".
+  std::function<std::string(const std::string& destination)> route_of;
 };
 
 using relay_wake_atom = caf::atom_constant<caf::atom("rlwake")>;
