@@ -212,15 +212,8 @@ struct publisher_state {
 
 // The publisher contract: per key, nothing after a failure is acknowledged.
 std::vector<std::string> apply_key_order(publish_call& c) {
-  std::set<std::string> failed;
-  for (size_t i = 0; i < c.results.size(); ++i) {
-    if (failed.count(c.keys[i]) > 0) {
-      if (c.results[i].empty())
-        c.results[i] = "kafka: an earlier event of key '" + c.keys[i] + "' failed";
-    } else if (!c.results[i].empty()) {
-      failed.insert(c.keys[i]);
-    }
-  }
+  hold_back_after_failures(
+      c.results, [&](size_t i) -> const std::string& { return c.keys[i]; }, "kafka");
   return std::move(c.results);
 }
 

@@ -452,16 +452,9 @@ using publisher_pointer = nats_publisher_actor::stateful_pointer<publisher_state
 
 // The publisher contract: per key, nothing after a failure is acknowledged.
 std::vector<std::string> apply_key_order(nats_publish_call& call) {
-  std::set<std::string> failed;
-  for (size_t i = 0; i < call.results.size(); ++i) {
-    auto& key = call.events[i].key;
-    if (failed.count(key) > 0) {
-      if (call.results[i].empty())
-        call.results[i] = "nats: not published: an earlier event of its key failed";
-    } else if (!call.results[i].empty()) {
-      failed.insert(key);
-    }
-  }
+  hold_back_after_failures(
+      call.results, [&](size_t i) -> const std::string& { return call.events[i].key; },
+      "nats");
   return std::move(call.results);
 }
 

@@ -1,6 +1,7 @@
 #include <troupe/outbox/outbound_event.hpp>
 
 #include <cstdio>
+#include <set>
 
 namespace troupe {
 
@@ -31,6 +32,20 @@ std::string outbound_event::header(const std::string& name) const {
     if (k == name)
       return v;
   return {};
+}
+
+void hold_back_after_failures(std::vector<std::string>& results,
+                              const std::function<const std::string&(size_t)>& key_of,
+                              std::string_view who) {
+  std::set<std::string> failed;
+  for (size_t i = 0; i < results.size(); ++i) {
+    auto& key = key_of(i);
+    if (!results[i].empty())
+      failed.insert(key);
+    else if (failed.count(key) > 0)
+      results[i] = std::string{who} +
+                   ": held back behind an earlier failed event of key '" + key + "'";
+  }
 }
 
 std::string event_traceparent(std::string_view correlation_id, uint64_t span) {

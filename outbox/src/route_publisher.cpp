@@ -22,14 +22,9 @@ struct merge {
 void finish(merge& m) {
   // A broker only orders the events it was given; a failed event of a key
   // must also hold back that key's later events sent to other brokers.
-  std::set<std::string> failed_keys;
-  for (size_t i = 0; i < m.events.size(); ++i) {
-    auto& key = m.events[i].key;
-    if (!m.results[i].empty())
-      failed_keys.insert(key);
-    else if (failed_keys.count(key) > 0)
-      m.results[i] = "held back behind an earlier event of key '" + key + "'";
-  }
+  hold_back_after_failures(
+      m.results, [&](size_t i) -> const std::string& { return m.events[i].key; },
+      "routes");
   m.promise.deliver(std::move(m.results));
 }
 

@@ -31,6 +31,20 @@ troupe::relay_settings fast_relay(uint32_t max_attempts = 10) {
   return s;
 }
 
+/// An embedded broker whose group "audit" of orders.shipped records what it
+/// is handed (the consumer lives as long as the subscription keeps it).
+std::pair<troupe::embedded_broker_actor, std::shared_ptr<troupe::test::received_events>>
+audited_broker(troupe::test::events_fixture& f) {
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_events>();
+  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
+  caf::scoped_actor self{*f.sys};
+  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
+                std::string{"audit"}, consumer)
+      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+  return {broker, seen};
+}
+
 void emit_shipments(troupe::test::events_fixture& f,
                     const std::vector<std::pair<std::string, int32_t>>& rows) {
   for (auto& [key, qty] : rows) {
@@ -176,15 +190,7 @@ TEST_CASE("outbox row keys sort in emit order and message ids differ after a res
 TEST_CASE("the relay publishes rows of one key in commit order while the publisher fails "
           "that key, and other keys pass") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
-  auto seen = std::make_shared<troupe::test::received_events>();
-  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
-  {
-    caf::scoped_actor self{*f.sys};
-    self->request(broker, 5s, troupe::subscribe_atom::value,
-                  std::string{"orders.shipped"}, std::string{"audit"}, consumer)
-        .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
-  }
+  auto [broker, seen] = audited_broker(f);
   emit_shipments(f, {{"a", 1}, {"b", 1}, {"a", 2}, {"b", 2}, {"a", 3}});
   auto flaky = f.sys->spawn(troupe::test::failing_publisher,
                             troupe::publisher_actor{broker}, std::string{"a"}, 3);
@@ -261,12 +267,7 @@ TEST_CASE("a row past max_attempts moves to dead letters with its last error and
   f.stop(fail_a);
 
   // Re-driven through a working broker, the row is published.
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
-  auto seen = std::make_shared<troupe::test::received_events>();
-  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
-  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
-                std::string{"audit"}, consumer)
-      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+  auto [broker, seen] = audited_broker(f);
   relay = troupe::spawn_relay(*f.sys, f.store_handle, broker, fast_relay(3));
   uint32_t moved = 0;
   self->request(relay, 5s, troupe::redrive_atom::value, listed[0].event.id)
@@ -362,15 +363,7 @@ TEST_CASE(
 TEST_CASE("a row committed by anyone is published without a wake-up or a poll: the relay "
           "watches the store's outbox column") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
-  auto seen = std::make_shared<troupe::test::received_events>();
-  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
-  {
-    caf::scoped_actor self{*f.sys};
-    self->request(broker, 5s, troupe::subscribe_atom::value,
-                  std::string{"orders.shipped"}, std::string{"audit"}, consumer)
-        .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
-  }
+  auto [broker, seen] = audited_broker(f);
   emit_shipments(f, {{"a", 1}});
   auto rs = fast_relay();
   rs.poll_interval = 1h;
@@ -426,15 +419,7 @@ caf::behavior slow_publisher(caf::stateful_actor<slow_publisher_state>* self,
 TEST_CASE("a key whose row failed once gets all its rows published, and a key that never "
           "failed keeps its order, while commits keep the pipeline full") {
   troupe::test::events_fixture f;
-  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
-  auto seen = std::make_shared<troupe::test::received_events>();
-  auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
-  {
-    caf::scoped_actor self{*f.sys};
-    self->request(broker, 5s, troupe::subscribe_atom::value,
-                  std::string{"orders.shipped"}, std::string{"audit"}, consumer)
-        .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
-  }
+  auto [broker, seen] = audited_broker(f);
   auto fail_a_once = f.sys->spawn(troupe::test::failing_publisher,
                                   troupe::publisher_actor{broker}, std::string{"a"}, 1);
   auto slow = f.sys->spawn(slow_publisher, fail_a_once, 20ms);

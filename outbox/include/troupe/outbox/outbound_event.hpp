@@ -5,6 +5,7 @@
 // (for the relay) and a consumer it delivers to (for subscribers).
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -66,6 +67,13 @@ std::string event_traceparent(std::string_view correlation_id, uint64_t span);
 /// The correlation id handling `event` continues: its correlation-id header,
 /// else its traceparent's trace id, else empty (a fresh one is then made).
 std::string correlation_of(const outbound_event& event);
+
+/// The publisher contract applied to one call's answers: per key, an event
+/// after a failed one is reported failed too, even if its broker took it.
+/// `key_of(i)` is event i's key; `who` prefixes the reason.
+void hold_back_after_failures(std::vector<std::string>& results,
+                              const std::function<const std::string&(size_t)>& key_of,
+                              std::string_view who);
 
 using publish_atom = caf::atom_constant<caf::atom("evpublish")>;
 using deliver_atom = caf::atom_constant<caf::atom("evdeliver")>;
