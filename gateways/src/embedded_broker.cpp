@@ -90,6 +90,7 @@ struct consumer_group {
   size_t turn = 0;
   bool busy = false;
   std::deque<delivered_event> fetched;
+  prometheus::Gauge* lag = nullptr; ///< looked up once, set at every change
 };
 
 struct broker_state {
@@ -114,8 +115,9 @@ void deliver_next(broker_pointer self, const std::string& topic, const std::stri
 void report_lag(broker_pointer self, const std::string& topic, const std::string& name) {
   auto& g = self->state.groups[{topic, name}];
   auto head = self->state.heads[topic];
-  consumer_lag("embedded", topic, name, "0")
-      .Set(static_cast<double>(head > g.next ? head - g.next : 0));
+  if (g.lag == nullptr)
+    g.lag = &consumer_lag("embedded", topic, name, "0");
+  g.lag->Set(static_cast<double>(head > g.next ? head - g.next : 0));
 }
 
 void fetch(broker_pointer self, const std::string& topic, const std::string& name) {

@@ -84,33 +84,37 @@ struct relay_state {
   bool full_round = false;
   uint32_t scanned = 0;
   int64_t oldest_ms = 0;
-  // Per route, this full round's rows and oldest commit time, and the
-  // route's gauges (created on first sight, kept for the relay's life).
-  std::map<std::string, std::pair<uint32_t, int64_t>> round_routes;
-  std::map<std::string, std::pair<prometheus::Gauge*, prometheus::Gauge*>> route_gauges;
+  // Per route: its gauges and this full round's rows and oldest commit
+  // time; routes are looked up once per destination, not per row.
+  struct route_metrics {
+    prometheus::Gauge* rows = nullptr;
+    prometheus::Gauge* oldest_age = nullptr;
+    uint32_t round_rows = 0;
+    int64_t round_oldest_ms = 0;
+  };
+  std::map<std::string, route_metrics> routes;
+  std::unordered_map<std::string, route_metrics*> route_by_destination;
 
-  std::string route_of(const std::string& destination) const {
-    return settings.route_of ? settings.route_of(destination) : std::string{"*"};
-  }
-
-  std::pair<prometheus::Gauge*, prometheus::Gauge*>& gauges_of(const std::string& route) {
-    auto g = route_gauges.find(route);
-    if (g == route_gauges.end()) {
+  route_metrics& route_of(const std::string& destination) {
+    auto known = route_by_destination.find(destination);
+    if (known != route_by_destination.end())
+      return *known->second;
+    auto name = settings.route_of ? settings.route_of(destination) : std::string{"*"};
+    auto [r, added] = routes.try_emplace(name);
+    if (added) {
       auto& m = outbox_metrics::instance();
-      g = route_gauges
-              .emplace(route,
-                       std::make_pair(&m.route_backlog_rows->Add({{"route", route}}),
-                                      &m.route_oldest_row_age->Add({{"route", route}})))
-              .first;
+      r->second.rows = &m.route_backlog_rows->Add({{"route", name}});
+      r->second.oldest_age = &m.route_oldest_row_age->Add({{"route", name}});
     }
-    return g->second;
+    route_by_destination.emplace(destination, &r->second);
+    return r->second;
   }
 
   void count_in_round(const std::string& destination, int64_t committed_ms) {
-    auto& r = round_routes[route_of(destination)];
-    ++r.first;
-    if (r.second == 0 || committed_ms < r.second)
-      r.second = committed_ms;
+    auto& r = route_of(destination);
+    ++r.round_rows;
+    if (r.round_oldest_ms == 0 || committed_ms < r.round_oldest_ms)
+      r.round_oldest_ms = committed_ms;
   }
 
   /// The round reached the end: the backlog per route is what it saw, plus
@@ -119,17 +123,20 @@ struct relay_state {
     for (auto& call : in_flight)
       for (auto& [row_key, row] : call.rows)
         count_in_round(row.event.destination, row.committed_ms);
-    for (auto& [route, counts] : round_routes)
-      gauges_of(route);
-    for (auto& [route, gauges] : route_gauges) {
-      auto r = round_routes.find(route);
-      bool any = r != round_routes.end();
-      gauges.first->Set(any ? static_cast<double>(r->second.first) : 0.0);
-      gauges.second->Set(any && r->second.second != 0
-                             ? static_cast<double>(now - r->second.second) / 1e3
-                             : 0.0);
+    for (auto& [name, r] : routes) {
+      r.rows->Set(static_cast<double>(r.round_rows));
+      r.oldest_age->Set(r.round_oldest_ms != 0
+                            ? static_cast<double>(now - r.round_oldest_ms) / 1e3
+                            : 0.0);
     }
-    round_routes.clear();
+  }
+
+  /// A new full round counts from zero.
+  void start_round_counts() {
+    for (auto& [name, r] : routes) {
+      r.round_rows = 0;
+      r.round_oldest_ms = 0;
+    }
   }
 };
 
@@ -215,7 +222,7 @@ void record_next_outcome(relay_pointer self) {
       // left.
       if (m.backlog_rows->Value() >= 1)
         m.backlog_rows->Decrement();
-      if (auto* route_rows = st.gauges_of(st.route_of(row.event.destination)).first;
+      if (auto* route_rows = st.route_of(row.event.destination).rows;
           route_rows->Value() >= 1)
         route_rows->Decrement();
       continue;
@@ -403,7 +410,7 @@ void pump(relay_pointer self) {
     st.behind_due_ms = never;
     st.restart = false;
     st.full_round = true;
-    st.round_routes.clear();
+    st.start_round_counts();
     ++st.round;
     st.gap_rows_seen.clear();
     st.round_started = std::chrono::steady_clock::now();
