@@ -51,9 +51,15 @@
 #include <troupe/runtime/store.hpp>
 #include <troupe/runtime/store_actor.hpp>
 
+#include "support/http_get.hpp"
+#include "support/nats_client.hpp"
+
 using namespace std::chrono;
 
 namespace {
+
+using troupe::test::free_port;
+using troupe::test::nats_client;
 
 std::filesystem::path fresh_dir(const char* what) {
   std::random_device rd;
@@ -408,60 +414,6 @@ std::string on_path(const char* name) {
   return {};
 }
 
-/// A loopback port nothing listened on a moment ago.
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-/// A plain nats.c connection and its JetStream context (`js_options` may be
-/// null); ok() is false when the server did not take it.
-struct nats_client {
-  natsConnection* nc = nullptr;
-  jsCtx* js = nullptr;
-
-  explicit nats_client(const std::string& url, jsOptions* js_options = nullptr) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetTimeout(opts, 500);
-    if (natsConnection_Connect(&nc, opts) != NATS_OK)
-      nc = nullptr;
-    natsOptions_Destroy(opts);
-    if (nc != nullptr && natsConnection_JetStream(&js, nc, js_options) != NATS_OK)
-      js = nullptr;
-  }
-  ~nats_client() {
-    if (js != nullptr)
-      jsCtx_Destroy(js);
-    if (nc != nullptr) {
-      natsConnection_Close(nc);
-      natsConnection_Destroy(nc);
-    }
-  }
-  nats_client(const nats_client&) = delete;
-  nats_client& operator=(const nats_client&) = delete;
-
-  bool ok() const { return js != nullptr; }
-
-  /// Whether JetStream answers an API call.
-  bool jetstream_answers() const {
-    jsAccountInfo* info = nullptr;
-    if (!ok() || js_GetAccountInfo(&info, js, nullptr, nullptr) != NATS_OK)
-      return false;
-    jsAccountInfo_Destroy(info);
-    return true;
-  }
-};
-
 /// The last non-empty line of the file at `path`.
 std::string last_line(const std::string& path) {
   std::ifstream in{path};
@@ -571,16 +523,6 @@ std::string add_bench_stream(const nats_client& c) {
 }
 
 /// Messages the bench stream holds, or 0 when it cannot say.
-uint64_t bench_stream_messages(const std::string& url) {
-  nats_client c{url};
-  jsStreamInfo* info = nullptr;
-  if (!c.ok() || js_GetStreamInfo(&info, c.js, bench_stream, nullptr, nullptr) != NATS_OK)
-    return 0;
-  auto msgs = info->State.Msgs;
-  jsStreamInfo_Destroy(info);
-  return msgs;
-}
-
 /// The raw baseline: one nats.c connection publishing the same keyed
 /// messages, with the headers the gateway sets (the event's, the key's and
 /// `Nats-Msg-Id`), asynchronously to the same stream, clocked until
@@ -663,7 +605,7 @@ void nats_rows(caf::actor_system& sys, size_t rows, const std::string& payload) 
     return troupe::spawn_nats_publisher(sys, nats_for(ns));
   });
   // Both warm-ups and every row of both runs, none taken for a duplicate.
-  auto stored = bench_stream_messages(ns.url);
+  auto stored = nats_client{ns.url}.stored(bench_stream).value_or(0);
   if (stored != 2 * rows + 2)
     std::fprintf(stderr, "nats: stream %s holds %llu messages, expected %zu\n",
                  bench_stream, static_cast<unsigned long long>(stored), 2 * rows + 2);

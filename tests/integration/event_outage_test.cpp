@@ -35,6 +35,7 @@
 
 #include "outbox/events_fixture.hpp"
 #include "support/http_get.hpp"
+#include "support/nats_client.hpp"
 #include "support/node_process.hpp"
 
 namespace {
@@ -287,46 +288,6 @@ private:
 };
 
 /// The test's own nats.c connection.
-class nats_client {
-public:
-  explicit nats_client(const std::string& url) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetTimeout(opts, 1000);
-    if (natsConnection_Connect(&nc_, opts) != NATS_OK)
-      nc_ = nullptr;
-    natsOptions_Destroy(opts);
-    if (nc_ != nullptr && natsConnection_JetStream(&js_, nc_, nullptr) != NATS_OK)
-      js_ = nullptr;
-  }
-  ~nats_client() {
-    if (js_ != nullptr)
-      jsCtx_Destroy(js_);
-    if (nc_ != nullptr)
-      natsConnection_Destroy(nc_);
-  }
-  nats_client(const nats_client&) = delete;
-  nats_client& operator=(const nats_client&) = delete;
-
-  bool ok() const { return js_ != nullptr; }
-  jsCtx* js() const { return js_; }
-
-  /// Messages the stream holds; nullopt while it does not exist.
-  std::optional<uint64_t> stored() const {
-    jsStreamInfo* info = nullptr;
-    if (js_GetStreamInfo(&info, js_, stream_name, nullptr, nullptr) != NATS_OK)
-      return std::nullopt;
-    auto n = info->State.Msgs;
-    jsStreamInfo_Destroy(info);
-    return n;
-  }
-
-private:
-  natsConnection* nc_ = nullptr;
-  jsCtx* js_ = nullptr;
-};
-
 /// One event as a consumer received it.
 struct received {
   std::string id;  ///< Nats-Msg-Id, or the embedded broker's message id
@@ -343,11 +304,11 @@ std::string header_of(natsMsg* msg, const char* name) {
 /// Every message of the stream, read by a durable pull consumer of the test
 /// from the first one on, each acknowledged.
 std::vector<received> consume_stream(const nats_client& c, steady::time_point deadline) {
-  auto expected = c.stored();
+  auto expected = c.stored(stream_name);
   REQUIRE(expected.has_value());
   natsSubscription* sub = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
-  REQUIRE(js_PullSubscribe(&sub, c.js(), "orders.>", "outage-test", nullptr, nullptr,
+  REQUIRE(js_PullSubscribe(&sub, c.js, "orders.>", "outage-test", nullptr, nullptr,
                            &code) == NATS_OK);
   std::vector<received> out;
   while (out.size() < *expected && steady::now() < deadline) {
@@ -476,7 +437,8 @@ TEST_CASE("a NATS server stopped mid-stream backs the outbox up while the node k
   // Mid-stream: the first event is in JetStream, the others may not be yet.
   nats_client observer{nats.url()};
   REQUIRE(observer.ok());
-  REQUIRE(eventually(within(10s), [&] { return observer.stored().value_or(0) >= 1; }));
+  REQUIRE(eventually(within(10s),
+                     [&] { return observer.stored(stream_name).value_or(0) >= 1; }));
   nats.stop();
 
   // The node keeps serving: sagas start (and end) while their events wait.
@@ -581,10 +543,10 @@ TEST_CASE("a node killed -9 while it publishes its outbox to NATS publishes the 
   nats_client observer{nats.url()};
   REQUIRE(observer.ok());
   bool started = eventually(
-      within(10s), [&] { return observer.stored().value_or(0) >= 1; }, 1ms);
+      within(10s), [&] { return observer.stored(stream_name).value_or(0) >= 1; }, 1ms);
   REQUIRE(started);
   kill_hard(node);
-  auto stored_before = observer.stored().value_or(0);
+  auto stored_before = observer.stored(stream_name).value_or(0);
   INFO("stored when the node died: " << stored_before);
   // The kill was during publishing, not after it.
   REQUIRE(stored_before >= 1);
@@ -600,7 +562,7 @@ TEST_CASE("a node killed -9 while it publishes its outbox to NATS publishes the 
   // but not yet recorded went twice, and JetStream's dedupe on Nats-Msg-Id
   // absorbed them.
   CHECK(seen.published + static_cast<double>(stored_before) >= n);
-  CHECK(observer.stored() == static_cast<uint64_t>(n));
+  CHECK(observer.stored(stream_name) == static_cast<uint64_t>(n));
   check_each_order_once(consume_stream(observer, within(10s)), orders);
 }
 

@@ -20,53 +20,18 @@
 #include <troupe/runtime/errors.hpp>
 
 #include "outbox/events_fixture.hpp"
+#include "support/http_get.hpp"
+#include "support/nats_client.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using troupe::test::eventually;
+using troupe::test::free_port;
+using troupe::test::nats_client;
 using troupe::test::received_events;
 
 constexpr const char* nats_server_binary = "/usr/sbin/nats-server";
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-/// A plain nats.c connection for the test's side of a conversation.
-struct raw_client {
-  natsConnection* nc = nullptr;
-  jsCtx* js = nullptr;
-  explicit raw_client(const std::string& url) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetTimeout(opts, 500);
-    if (natsConnection_Connect(&nc, opts) != NATS_OK)
-      nc = nullptr;
-    natsOptions_Destroy(opts);
-    if (nc != nullptr && natsConnection_JetStream(&js, nc, nullptr) != NATS_OK)
-      js = nullptr;
-  }
-  ~raw_client() {
-    if (js != nullptr)
-      jsCtx_Destroy(js);
-    if (nc != nullptr)
-      natsConnection_Destroy(nc);
-  }
-  raw_client(const raw_client&) = delete;
-  raw_client& operator=(const raw_client&) = delete;
-  bool ok() const { return nc != nullptr && js != nullptr; }
-};
 
 /// A nats-server child with JetStream on a free port and a store directory
 /// of its own; killed and reaped on destruction.
@@ -103,18 +68,7 @@ public:
       ::_exit(127);
     }
     REQUIRE(pid_ > 0);
-    auto ready = eventually(
-        [&] {
-          raw_client c{url()};
-          if (!c.ok())
-            return false;
-          jsAccountInfo* info = nullptr;
-          if (js_GetAccountInfo(&info, c.js, nullptr, nullptr) != NATS_OK)
-            return false;
-          jsAccountInfo_Destroy(info);
-          return true;
-        },
-        10s);
+    auto ready = eventually([&] { return nats_client{url()}.jetstream_answers(); }, 10s);
     REQUIRE(ready);
   }
 
@@ -224,13 +178,9 @@ bool all_acked(const std::vector<std::string>& acks) {
 }
 
 uint64_t stored_messages(const std::string& url, const char* stream) {
-  raw_client c{url};
-  REQUIRE(c.ok());
-  jsStreamInfo* info = nullptr;
-  REQUIRE(js_GetStreamInfo(&info, c.js, stream, nullptr, nullptr) == NATS_OK);
-  auto n = info->State.Msgs;
-  jsStreamInfo_Destroy(info);
-  return n;
+  auto n = nats_client{url}.stored(stream);
+  REQUIRE(n.has_value());
+  return *n;
 }
 
 /// A consumer that answers an error to the first delivery of every event id
@@ -391,7 +341,7 @@ TEST_CASE("a pull consumer's message is redelivered after an error answer and "
   CHECK(seen[1].offset == seen[0].offset);
 
   // Acknowledged: the consumer's ack floor reaches the message, nothing pending.
-  raw_client c{f.server.url()};
+  nats_client c{f.server.url()};
   REQUIRE(c.ok());
   auto acked = eventually([&] {
     jsConsumerInfo* info = nullptr;
@@ -413,7 +363,7 @@ TEST_CASE("a troupe request to a NATS responder returns its reply, and times out
           "with the timeout error when nobody answers in time",
           "[nats]") {
   nats_fixture f;
-  raw_client responder{f.server.url()};
+  nats_client responder{f.server.url()};
   REQUIRE(responder.ok());
   natsSubscription* echo = nullptr;
   natsSubscription* silent = nullptr;
@@ -477,7 +427,7 @@ TEST_CASE("a NATS request served by a troupe actor gets that actor's reply, and 
       troupe::spawn_nats_responder(*f.sys, f.settings, "svc.greet", "greeters", handler));
   f.wait_ready(served);
 
-  raw_client client{f.server.url()};
+  nats_client client{f.server.url()};
   REQUIRE(client.ok());
   natsMsg* reply = nullptr;
   REQUIRE(natsConnection_RequestString(&reply, client.nc, "svc.greet", "ann", 5000) ==
