@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consumer_lag.hpp"
+#include "event_delivery.hpp"
 
 #include <troupe/outbox/event_codec.hpp>
 #include <troupe/outbox/outbox_row.hpp>
@@ -86,7 +87,7 @@ std::pair<std::string, std::string> split_at_nul(std::string_view rest) {
 
 struct consumer_group {
   uint64_t next = 0; ///< the offset to deliver next
-  std::vector<event_consumer_actor> members;
+  std::vector<event_subscriber> members;
   size_t turn = 0;
   bool busy = false;
   std::deque<delivered_event> fetched;
@@ -167,40 +168,61 @@ void deliver_next(broker_pointer self, const std::string& topic,
   }
   g.busy = true;
   auto member = g.members[g.turn++ % g.members.size()];
-  auto d = g.fetched.front();
-  self->request(member, self->state.settings.deliver_timeout, deliver_atom::value, d)
-      .then(
-          [=](caf::ok_atom) {
-            auto& g = self->state.groups[{topic, name}];
-            g.busy = false;
-            if (!g.fetched.empty() && g.fetched.front().offset == d.offset)
-              g.fetched.pop_front();
-            g.next = d.offset + 1;
-            self->state.committed[{topic, name}] = g.next;
-            report_lag(self, topic, name);
-            write_batch batch;
-            batch.put(store_column::state, offset_key(topic, name), big_endian(g.next));
-            // Not waited for: a lost offset commit only redelivers, which the
-            // consumer's inbox absorbs; the store applies commits in order.
-            self->request(self->state.store, store_timeout, store_commit_atom::value,
-                          std::move(batch))
-                .then([](caf::ok_atom) {},
-                      [=](caf::error& err) {
-                        spdlog::warn("embedded broker: cannot commit an offset of {}: {}",
-                                     name, self->system().render(err));
-                      });
-            deliver_next(self, topic, name);
-          },
-          [=](caf::error& err) {
-            auto& g = self->state.groups[{topic, name}];
-            g.busy = false;
-            if (err == caf::sec::request_receiver_down) {
-              auto& ms = g.members;
-              ms.erase(std::remove(ms.begin(), ms.end(), member), ms.end());
-            }
-            self->delayed_send(self, self->state.settings.redeliver_delay,
-                               broker_retry_atom::value, topic, name);
-          });
+  auto n = std::min(member.batch_size(), g.fetched.size());
+  std::vector<delivered_event> batch{g.fetched.begin(),
+                                     g.fetched.begin() + static_cast<long>(n)};
+  auto offsets = std::vector<uint64_t>(n);
+  for (size_t i = 0; i < n; ++i)
+    offsets[i] = batch[i].offset;
+  gateways::deliver_events(
+      self, member, self->state.settings.deliver_timeout, std::move(batch),
+      [=](size_t handled, const caf::error& why) {
+        auto& g = self->state.groups[{topic, name}];
+        g.busy = false;
+        if (handled > 0) {
+          auto last = offsets[handled - 1];
+          while (!g.fetched.empty() && g.fetched.front().offset <= last)
+            g.fetched.pop_front();
+          g.next = std::max(g.next, last + 1);
+          self->state.committed[{topic, name}] = g.next;
+          report_lag(self, topic, name);
+          write_batch offset;
+          offset.put(store_column::state, offset_key(topic, name), big_endian(g.next));
+          // Not waited for: a lost offset commit only redelivers, which the
+          // consumer's inbox absorbs; the store applies commits in order.
+          self->request(self->state.store, store_timeout, store_commit_atom::value,
+                        std::move(offset))
+              .then([](caf::ok_atom) {},
+                    [=](caf::error& err) {
+                      spdlog::warn("embedded broker: cannot commit an offset of {}: {}",
+                                   name, self->system().render(err));
+                    });
+        }
+        if (handled == n) {
+          deliver_next(self, topic, name);
+          return;
+        }
+        if (why == caf::sec::request_receiver_down) {
+          auto& ms = g.members;
+          ms.erase(std::remove(ms.begin(), ms.end(), member), ms.end());
+        }
+        spdlog::debug("embedded broker: {} of group {} at {}: {}", topic, name,
+                      offsets[handled], describe(why));
+        self->delayed_send(self, self->state.settings.redeliver_delay,
+                           broker_retry_atom::value, topic, name);
+      });
+}
+
+void subscribe(broker_pointer self, const std::string& topic, const std::string& name,
+               event_subscriber consumer) {
+  auto& st = self->state;
+  auto [it, fresh] = st.groups.try_emplace({topic, name});
+  if (fresh) {
+    auto c = st.committed.find({topic, name});
+    it->second.next = c == st.committed.end() ? 0 : c->second;
+  }
+  it->second.members.push_back(std::move(consumer));
+  deliver_next(self, topic, name);
 }
 
 void sweep_topic(broker_pointer self, std::string topic, int64_t cutoff) {
@@ -337,14 +359,12 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
       },
       [=](subscribe_atom, const std::string& topic, const std::string& name,
           event_consumer_actor consumer) {
-        auto& st = self->state;
-        auto [it, fresh] = st.groups.try_emplace({topic, name});
-        if (fresh) {
-          auto c = st.committed.find({topic, name});
-          it->second.next = c == st.committed.end() ? 0 : c->second;
-        }
-        it->second.members.push_back(std::move(consumer));
-        deliver_next(self, topic, name);
+        subscribe(self, topic, name, std::move(consumer));
+        return caf::ok_atom::value;
+      },
+      [=](subscribe_atom, const std::string& topic, const std::string& name,
+          event_subscriber consumer) {
+        subscribe(self, topic, name, std::move(consumer));
         return caf::ok_atom::value;
       },
       [=](broker_retry_atom, const std::string& topic, const std::string& name) {

@@ -47,7 +47,15 @@ struct subscription_request {
   std::string destination;
   std::string group;
   caf::actor_addr consumer;
+  uint32_t max_batch = 0; ///< 0: a consumer of single events
 };
+
+// The subscriber a request names, if its consumer still runs.
+event_subscriber subscriber_of(const caf::actor_addr& addr, uint32_t max_batch) {
+  if (max_batch == 0)
+    return caf::actor_cast<event_consumer_actor>(addr);
+  return {caf::actor_cast<event_batch_consumer_actor>(addr), max_batch};
+}
 
 std::mutex subscriptions_mtx;
 std::vector<subscription_request> subscriptions;
@@ -125,12 +133,12 @@ void show_subscription(bus_pointer self, const std::string& subject, std::string
 }
 
 void apply_subscription(bus_pointer self, const std::string& destination,
-                        const std::string& group, const event_consumer_actor& consumer) {
+                        const std::string& group, const event_subscriber& consumer) {
   auto& st = self->state;
   auto& sys = self->system();
   auto broker = st.settings.broker_for(destination);
   auto subject = subscription_subject(destination, group, broker);
-  self->monitor(consumer);
+  self->monitor(consumer.handle());
   auto failing = [self, subject, destination](const std::string& why) {
     spdlog::error("event bus: cannot subscribe to {}: {}", destination, why);
     show_subscription(self, subject, "failing: " + why);
@@ -265,14 +273,14 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
     pending = subscriptions;
   }
   for (auto& p : pending)
-    if (auto consumer = caf::actor_cast<event_consumer_actor>(p.consumer))
+    if (auto consumer = subscriber_of(p.consumer, p.max_batch))
       apply_subscription(self, p.destination, p.group, consumer);
   self->set_down_handler(
       [self](const caf::down_msg& down) { drop_subscriptions_of(self, down.source); });
   return {
       [self](apply_subscription_atom, const std::string& destination,
-             const std::string& group, const caf::actor_addr& addr) {
-        if (auto consumer = caf::actor_cast<event_consumer_actor>(addr))
+             const std::string& group, const caf::actor_addr& addr, uint32_t max_batch) {
+        if (auto consumer = subscriber_of(addr, max_batch))
           apply_subscription(self, destination, group, consumer);
       },
   };
@@ -344,20 +352,35 @@ event_bus_handles local_event_bus(caf::actor_system& sys) {
   return h;
 }
 
-void subscribe_events(caf::actor_system&, std::string destination, std::string group,
-                      event_consumer_actor consumer) {
+namespace {
+
+void add_subscription(std::string destination, std::string group, caf::actor_addr addr,
+                      uint32_t max_batch) {
   caf::actor bus;
-  auto addr = consumer.address();
   {
     std::lock_guard<std::mutex> guard{subscriptions_mtx};
-    subscriptions.push_back({destination, group, addr});
+    subscriptions.push_back({destination, group, addr, max_batch});
     bus = caf::actor_cast<caf::actor>(running_bus);
   }
   // A bus starting meanwhile reads the list after setting running_bus, so
   // the subscription is applied exactly once either way.
   if (bus)
     caf::anon_send(bus, apply_subscription_atom::value, std::move(destination),
-                   std::move(group), addr);
+                   std::move(group), std::move(addr), max_batch);
+}
+
+} // namespace
+
+void subscribe_events(caf::actor_system&, std::string destination, std::string group,
+                      event_consumer_actor consumer) {
+  add_subscription(std::move(destination), std::move(group), consumer.address(), 0);
+}
+
+void subscribe_event_batches(caf::actor_system&, std::string destination,
+                             std::string group, event_batch_consumer_actor consumer,
+                             uint32_t max_batch) {
+  add_subscription(std::move(destination), std::move(group), consumer.address(),
+                   std::max<uint32_t>(1, max_batch));
 }
 
 } // namespace troupe::gateways

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consumer_lag.hpp"
+#include "event_delivery.hpp"
 
 namespace troupe {
 
@@ -333,22 +334,22 @@ kafka_publisher(kafka_publisher_actor::stateful_pointer<publisher_state> self,
 
 // --- subscription -----------------------------------------------------------
 
-using kafka_dispatch_actor =
-    caf::typed_actor<caf::reacts_to<kafka_dispatch_atom, uint64_t, delivered_event>>;
+using kafka_dispatch_actor = caf::typed_actor<
+    caf::reacts_to<kafka_dispatch_atom, uint64_t, std::vector<delivered_event>>>;
 
 // Consumer answers, handed from the dispatcher actor to the poll thread.
 struct answer_box {
   std::mutex mtx;
-  std::vector<std::pair<uint64_t, bool>> answers; ///< ticket, acknowledged
-  rd_kafka_t* rk = nullptr;                       ///< to wake the poll; null once gone
+  std::vector<std::pair<uint64_t, size_t>> answers; ///< ticket, records handled
+  rd_kafka_t* rk = nullptr;                         ///< to wake the poll; null once gone
 
-  void put(uint64_t ticket, bool ok) {
+  void put(uint64_t ticket, size_t handled) {
     std::lock_guard<std::mutex> guard{mtx};
-    answers.emplace_back(ticket, ok);
+    answers.emplace_back(ticket, handled);
     if (rk != nullptr)
       rd_kafka_yield(rk);
   }
-  std::vector<std::pair<uint64_t, bool>> take() {
+  std::vector<std::pair<uint64_t, size_t>> take() {
     std::lock_guard<std::mutex> guard{mtx};
     return std::exchange(answers, {});
   }
@@ -357,14 +358,14 @@ struct answer_box {
 // Asks the consumer on the poll thread's behalf: requests and their answers
 // belong on an actor, the poll thread only sends.
 kafka_dispatch_actor::behavior_type dispatcher(kafka_dispatch_actor::pointer self,
-                                               event_consumer_actor consumer,
+                                               event_subscriber consumer,
                                                std::shared_ptr<answer_box> box,
                                                std::chrono::milliseconds timeout) {
   return {
-      [=](kafka_dispatch_atom, uint64_t ticket, delivered_event& d) {
-        self->request(consumer, timeout, deliver_atom::value, std::move(d))
-            .then([=](caf::ok_atom) { box->put(ticket, true); },
-                  [=](caf::error&) { box->put(ticket, false); });
+      [=](kafka_dispatch_atom, uint64_t ticket, std::vector<delivered_event>& records) {
+        gateways::deliver_events(
+            self, consumer, timeout, std::move(records),
+            [=](size_t handled, const caf::error&) { box->put(ticket, handled); });
       },
   };
 }
@@ -386,7 +387,7 @@ struct kafka_subscription::impl {
   struct partition_state {
     uint64_t generation = 0;
     prometheus::Gauge* lag = nullptr;
-    bool busy = false; ///< the buffer's front is with the consumer
+    bool busy = false; ///< the buffer's front records are with the consumer
     bool paused = false;
     std::deque<delivered_event> buffer;
     std::optional<std::chrono::steady_clock::time_point> retry_at;
@@ -394,9 +395,10 @@ struct kafka_subscription::impl {
   struct handed_over {
     int32_t partition;
     uint64_t generation;
-    int64_t offset;
+    std::vector<int64_t> offsets;
   };
   std::string group;
+  size_t batch_size = 1; ///< records per delivery
   std::map<int32_t, partition_state> partitions;
   std::map<uint64_t, handed_over> tickets;
   std::chrono::steady_clock::time_point lag_reported;
@@ -429,9 +431,13 @@ struct kafka_subscription::impl {
     }
     ps.busy = true;
     auto ticket = next_ticket++;
-    auto& d = ps.buffer.front();
-    tickets[ticket] = {partition, ps.generation, static_cast<int64_t>(d.offset)};
-    caf::anon_send(dispatch, kafka_dispatch_atom::value, ticket, d);
+    auto n = std::min(batch_size, ps.buffer.size());
+    std::vector<delivered_event> records{ps.buffer.begin(),
+                                         ps.buffer.begin() + static_cast<long>(n)};
+    auto& handed = tickets[ticket] = {partition, ps.generation, {}};
+    for (auto& d : records)
+      handed.offsets.push_back(static_cast<int64_t>(d.offset));
+    caf::anon_send(dispatch, kafka_dispatch_atom::value, ticket, std::move(records));
   }
 
   void on_record(rd_kafka_message_t* msg) {
@@ -474,7 +480,7 @@ struct kafka_subscription::impl {
       hand_over(msg->partition, ps);
   }
 
-  void on_answer(uint64_t ticket, bool ok) {
+  void on_answer(uint64_t ticket, size_t handled) {
     auto t = tickets.find(ticket);
     if (t == tickets.end())
       return;
@@ -486,19 +492,23 @@ struct kafka_subscription::impl {
     if (it == partitions.end() || it->second.generation != info.generation)
       return;
     auto& ps = it->second;
-    if (!ok) {
+    handled = std::min(handled, info.offsets.size());
+    if (handled > 0) {
+      auto* list = rd_kafka_topic_partition_list_new(1);
+      rd_kafka_topic_partition_list_add(list, topic.c_str(), info.partition)->offset =
+          info.offsets[handled - 1] + 1;
+      if (auto err = rd_kafka_offsets_store(rk, list); err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        spdlog::warn("kafka: cannot store the offset of {}/{}: {}", topic, info.partition,
+                     rd_kafka_err2str(err));
+      rd_kafka_topic_partition_list_destroy(list);
+      acked += handled;
+      ps.buffer.erase(ps.buffer.begin(), ps.buffer.begin() + static_cast<long>(handled));
+    }
+    if (handled < info.offsets.size()) {
+      // The rest goes again, the first record not handled leading.
       ps.retry_at = std::chrono::steady_clock::now() + settings.redeliver_delay;
       return;
     }
-    auto* list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), info.partition)->offset =
-        info.offset + 1;
-    if (auto err = rd_kafka_offsets_store(rk, list); err != RD_KAFKA_RESP_ERR_NO_ERROR)
-      spdlog::warn("kafka: cannot store the offset of {}/{}: {}", topic, info.partition,
-                   rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(list);
-    ++acked;
-    ps.buffer.pop_front();
     hand_over(info.partition, ps);
   }
 
@@ -550,8 +560,8 @@ struct kafka_subscription::impl {
   }
 
   void drain_answers() {
-    for (auto [ticket, ok] : box->take())
-      on_answer(ticket, ok);
+    for (auto [ticket, handled] : box->take())
+      on_answer(ticket, handled);
   }
 
   static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -656,8 +666,9 @@ uint64_t kafka_subscription::acknowledged() const {
 std::unique_ptr<kafka_subscription> subscribe_kafka(caf::actor_system& sys,
                                                     kafka_settings settings,
                                                     std::string topic, std::string group,
-                                                    event_consumer_actor consumer) {
+                                                    event_subscriber consumer) {
   auto p = std::make_unique<kafka_subscription::impl>();
+  p->batch_size = consumer.batch_size();
   // A group without committed offsets reads the topic from its start, as
   // the embedded broker does, unless the properties say otherwise.
   auto conf = make_conf(settings, {{"auto.offset.reset", "earliest"}},

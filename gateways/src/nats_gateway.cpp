@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consumer_lag.hpp"
+#include "event_delivery.hpp"
 
 #include <troupe/runtime/detail/pem_material.hpp>
 #include <troupe/runtime/errors.hpp>
@@ -703,7 +704,7 @@ struct subscriber_state {
   nats_settings settings;
   std::unique_ptr<connection> conn;
   natsSubscription* sub = nullptr;
-  event_consumer_actor consumer;
+  event_subscriber consumer;
   std::deque<delivered_event> queue;
   uint64_t next_offset = 0;
   bool busy = false;
@@ -717,27 +718,28 @@ void deliver_next(subscriber_pointer self) {
   if (st.busy || st.queue.empty())
     return;
   st.busy = true;
-  self->request(st.consumer, st.settings.deliver_timeout, deliver_atom::value,
-                st.queue.front())
-      .then(
-          [=](caf::ok_atom) {
-            auto& st = self->state;
-            st.busy = false;
-            st.queue.pop_front();
-            deliver_next(self);
-          },
-          [=](caf::error& err) {
-            auto& st = self->state;
-            spdlog::warn("nats subscriber: delivery on {} failed, again in {}ms: {}",
-                         st.queue.front().topic, st.settings.redeliver_delay.count(),
-                         describe(err));
-            self->delayed_send(self, st.settings.redeliver_delay, nats_retry_atom::value);
-          });
+  auto n = std::min(st.consumer.batch_size(), st.queue.size());
+  gateways::deliver_events(
+      self, st.consumer, st.settings.deliver_timeout,
+      {st.queue.begin(), st.queue.begin() + static_cast<long>(n)},
+      [=](size_t handled, const caf::error& err) {
+        auto& st = self->state;
+        st.queue.erase(st.queue.begin(), st.queue.begin() + static_cast<long>(handled));
+        if (handled == n) {
+          st.busy = false;
+          deliver_next(self);
+          return;
+        }
+        spdlog::warn("nats subscriber: delivery on {} failed, again in {}ms: {}",
+                     st.queue.front().topic, st.settings.redeliver_delay.count(),
+                     describe(err));
+        self->delayed_send(self, st.settings.redeliver_delay, nats_retry_atom::value);
+      });
 }
 
 nats_subscription_impl::behavior_type
 nats_subscriber(subscriber_pointer self, nats_settings settings, std::string subject,
-                std::string group, event_consumer_actor consumer) {
+                std::string group, event_subscriber consumer) {
   auto& st = self->state;
   st.settings = std::move(settings);
   st.consumer = std::move(consumer);
@@ -751,7 +753,7 @@ nats_subscriber(subscriber_pointer self, nats_settings settings, std::string sub
   } else {
     confirm_subscribed(*st.conn, st.settings, st.ready);
   }
-  end_with(self, st.consumer);
+  end_with(self, st.consumer.handle());
   return {
       [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
@@ -790,7 +792,7 @@ struct pull_shared {
   std::string stream;
   std::string durable;
   std::string subject;
-  event_consumer_actor consumer;
+  event_subscriber consumer;
   caf::weak_actor_ptr owner;
   prometheus::Gauge* lag = nullptr; ///< pull thread only
   std::mutex mtx;
@@ -842,7 +844,6 @@ natsSubscription* pull_subscribe(pull_shared& sh, connection& c, std::string& er
   return sub;
 }
 
-/// Delivers `msg` and waits for the answer; true when the consumer said ok.
 /// Sets the durable's lag: what JetStream still holds for it.
 void report_lag(pull_shared& sh, uint64_t pending) {
   if (sh.lag == nullptr)
@@ -851,8 +852,7 @@ void report_lag(pull_shared& sh, uint64_t pending) {
 }
 
 /// `pending`: JetStream's count of messages after this one not delivered yet.
-bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg* msg,
-                    uint64_t& pending) {
+delivered_event delivery_of(natsMsg* msg, uint64_t& pending) {
   delivered_event d;
   d.topic = natsMsg_GetSubject(msg);
   jsMsgMetaData* meta = nullptr;
@@ -862,14 +862,35 @@ bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg* msg,
     jsMsgMetaData_Destroy(meta);
   }
   d.event = event_of(d.topic, headers_of(msg), payload_of(msg));
-  bool ok = false;
-  self->request(sh.consumer, sh.settings.deliver_timeout, deliver_atom::value, d)
-      .receive([&](caf::ok_atom) { ok = true; },
-               [&](caf::error& err) {
-                 spdlog::warn("nats pull consumer {}: {} at {} not acknowledged: {}",
-                              sh.durable, d.topic, d.offset, describe(err));
-               });
-  return ok;
+  return d;
+}
+
+/// Delivers `msgs` (one delivery's worth) and waits for the answer; acks
+/// what the consumer handled and naks the rest. True when it handled all.
+bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg** msgs, size_t n) {
+  std::vector<delivered_event> events;
+  std::vector<uint64_t> pending(n, 0);
+  for (size_t i = 0; i < n; ++i)
+    events.push_back(delivery_of(msgs[i], pending[i]));
+  std::vector<std::pair<std::string, uint64_t>> positions;
+  for (auto& d : events)
+    positions.emplace_back(d.topic, d.offset);
+  caf::error why;
+  auto handled = gateways::deliver_events_waiting(
+      self, sh.consumer, sh.settings.deliver_timeout, std::move(events), why);
+  for (size_t i = 0; i < n; ++i) {
+    if (i < handled)
+      natsMsg_Ack(msgs[i], nullptr);
+    else
+      natsMsg_Nak(msgs[i], nullptr);
+  }
+  if (handled > 0)
+    report_lag(sh, pending[handled - 1]);
+  if (handled == n)
+    return true;
+  spdlog::warn("nats pull consumer {}: {} at {} not acknowledged: {}", sh.durable,
+               positions[handled].first, positions[handled].second, describe(why));
+  return false;
 }
 
 void pull_loop(std::shared_ptr<pull_shared> sh) {
@@ -914,18 +935,19 @@ void pull_loop(std::shared_ptr<pull_shared> sh) {
       continue;
     }
     bool failed = false;
-    for (int i = 0; i < list.Count; ++i) {
-      auto* msg = list.Msgs[i];
+    auto count = static_cast<size_t>(list.Count);
+    for (size_t i = 0; i < count;) {
+      auto n = std::min(sh->consumer.batch_size(), count - i);
       // After a failure the rest goes back too, so nothing overtakes the
       // failed message when JetStream redelivers.
-      uint64_t pending = 0;
-      if (!failed && !sh->stopped() && deliver_pulled(*sh, self, msg, pending)) {
-        natsMsg_Ack(msg, nullptr);
-        report_lag(*sh, pending);
-      } else {
-        natsMsg_Nak(msg, nullptr);
+      if (failed || sh->stopped()) {
+        natsMsg_Nak(list.Msgs[i], nullptr);
+        failed = true;
+        n = 1;
+      } else if (!deliver_pulled(*sh, self, list.Msgs + i, n)) {
         failed = true;
       }
+      i += n;
     }
     natsMsgList_Destroy(&list);
     if (failed)
@@ -959,7 +981,7 @@ nats_pull_consumer(nats_subscription_impl::stateful_pointer<pull_state> self,
   shared->owner = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   self->state.shared = shared;
   self->state.thread = std::thread{pull_loop, shared};
-  end_with(self, shared->consumer);
+  end_with(self, shared->consumer.handle());
   return {
       [=](nats_ready_atom) -> caf::result<caf::ok_atom> {
         return self->state.ready.ask(self);
@@ -1329,7 +1351,7 @@ publisher_actor spawn_nats_publisher(caf::actor_system& sys, nats_settings setti
 nats_subscription_actor spawn_nats_subscriber(caf::actor_system& sys,
                                               nats_settings settings, std::string subject,
                                               std::string queue_group,
-                                              event_consumer_actor consumer) {
+                                              event_subscriber consumer) {
   return caf::actor_cast<nats_subscription_actor>(
       sys.spawn<caf::detached>(nats_subscriber, std::move(settings), std::move(subject),
                                std::move(queue_group), std::move(consumer)));
@@ -1339,7 +1361,7 @@ nats_subscription_actor spawn_nats_pull_consumer(caf::actor_system& sys,
                                                  nats_settings settings,
                                                  std::string stream, std::string durable,
                                                  std::string subject,
-                                                 event_consumer_actor consumer) {
+                                                 event_subscriber consumer) {
   auto shared = std::make_shared<pull_shared>();
   shared->sys = &sys;
   shared->settings = std::move(settings);

@@ -48,7 +48,32 @@ struct inbox_state {
 
 using inbox_pointer = inbox_consumer_actor::stateful_pointer<inbox_state>;
 
-void sweep_page(inbox_pointer self, std::string start_after, int64_t cutoff) {
+// The handler's logs and the events it emits continue the event's
+// correlation (and so its trace).
+call_context context_of(const outbound_event& event) {
+  call_context ctx;
+  ctx.correlation_id = correlation_of(event);
+  if (ctx.correlation_id.empty())
+    ctx.correlation_id = new_correlation_id();
+  return ctx;
+}
+
+// Poison moves on to the dead-letter destination with its error.
+void dead_letter(const inbox_state& st, const delivered_event& d,
+                 const std::string& error, outbox_transaction& tx) {
+  outbox_metrics::instance().inbox_poison->Increment();
+  spdlog::warn("inbox {}: message {} from {} is poison: {}", st.settings.consumer,
+               d.event.id, d.topic, error);
+  tx.emit_encoded(st.settings.dead_letter_destination, d.event.key,
+                  d.event.header(event_headers::event_type), d.event.payload,
+                  {{event_headers::error, error},
+                   {"original-id", d.event.id},
+                   {"original-topic", d.topic}});
+}
+
+// Forgets ids older than `cutoff`, a page at a time (single and batch inboxes).
+template <class Self>
+void sweep_page(Self* self, std::string start_after, int64_t cutoff) {
   self->request(self->state.store, store_timeout, store_scan_atom::value,
                 store_column::inbox, self->state.prefix(), std::move(start_after),
                 uint32_t{1024})
@@ -76,6 +101,16 @@ void sweep_page(inbox_pointer self, std::string start_after, int64_t cutoff) {
                       [=](caf::error&) { self->state.sweeping = false; });
           },
           [=](caf::error&) { self->state.sweeping = false; });
+}
+
+template <class Self>
+void sweep(Self* self) {
+  auto& st = self->state;
+  if (!st.sweeping) {
+    st.sweeping = true;
+    sweep_page(self, "", unix_millis() - st.settings.retention.count());
+  }
+  self->delayed_send(self, st.settings.sweep_interval, inbox_sweep_atom::value);
 }
 
 inbox_consumer_actor::behavior_type
@@ -111,28 +146,14 @@ inbox_consumer(inbox_pointer self, store_actor store,
                     rp.deliver(caf::ok_atom::value);
                     return;
                   }
-                  // The handler's logs and the events it emits continue the
-                  // event's correlation (and so its trace).
-                  call_context ctx;
-                  ctx.correlation_id = correlation_of(d.event);
-                  if (ctx.correlation_id.empty())
-                    ctx.correlation_id = new_correlation_id();
+                  auto ctx = context_of(d.event);
                   context_scope scope{ctx, consumer_name};
                   outbox_transaction tx{st.sequence};
                   auto error = st.apply(d, tx);
                   if (!error.empty()) {
-                    // Poison: whatever the handler wrote is dropped; the
-                    // message itself moves on to the dead-letter destination.
-                    outbox_metrics::instance().inbox_poison->Increment();
-                    spdlog::warn("inbox {}: message {} from {} is poison: {}",
-                                 st.settings.consumer, d.event.id, d.topic, error);
+                    // Poison: whatever the handler wrote is dropped.
                     tx = outbox_transaction{st.sequence};
-                    tx.emit_encoded(st.settings.dead_letter_destination, d.event.key,
-                                    d.event.header(event_headers::event_type),
-                                    d.event.payload,
-                                    {{event_headers::error, error},
-                                     {"original-id", d.event.id},
-                                     {"original-topic", d.topic}});
+                    dead_letter(st, d, error, tx);
                   }
                   tx.batch().put(store_column::inbox, key, big_endian(unix_millis()));
                   self->request(st.store, store_timeout, store_commit_atom::value,
@@ -153,14 +174,136 @@ inbox_consumer(inbox_pointer self, store_actor store,
                 });
         return rp;
       },
-      [=](inbox_sweep_atom) {
+      [=](inbox_sweep_atom) { sweep(self); },
+  };
+}
+
+// What a batch delivery learned from the store: which ids it has seen.
+struct batch_lookup {
+  std::vector<delivered_event> deliveries;
+  std::vector<bool> seen;
+  size_t waiting = 0;
+  caf::error failure;
+};
+
+struct inbox_batch_state : inbox_state {
+  static inline const char* name = "inbox_batch_consumer";
+  inbox_batch_state() = default;
+  inbox_apply_batch apply_batch;
+};
+
+using inbox_batch_pointer =
+    inbox_batch_consumer_actor::stateful_pointer<inbox_batch_state>;
+
+// Applies what the store has not seen of a delivery and commits it with
+// their ids; answers the count of the delivery (all of it or nothing).
+void apply_lookup(inbox_batch_pointer self, std::shared_ptr<batch_lookup> lookup,
+                  caf::typed_response_promise<uint32_t> rp) {
+  auto& st = self->state;
+  auto release = [self, lookup] {
+    for (auto& d : lookup->deliveries)
+      self->state.in_flight.erase(d.event.id);
+  };
+  if (lookup->failure) {
+    release();
+    rp.deliver(std::move(lookup->failure));
+    return;
+  }
+  std::vector<const delivered_event*> fresh;
+  std::set<std::string_view> ids;
+  for (size_t i = 0; i < lookup->deliveries.size(); ++i) {
+    auto& d = lookup->deliveries[i];
+    // Seen before, or twice in this delivery (a re-publication).
+    if (lookup->seen[i] || !ids.insert(d.event.id).second)
+      outbox_metrics::instance().inbox_duplicates->Increment();
+    else
+      fresh.push_back(&d);
+  }
+  auto n = static_cast<uint32_t>(lookup->deliveries.size());
+  if (fresh.empty()) {
+    release();
+    rp.deliver(n);
+    return;
+  }
+  outbox_transaction tx{st.sequence};
+  {
+    // A batch continues its first new event's correlation.
+    auto ctx = context_of(fresh.front()->event);
+    context_scope scope{ctx, consumer_name};
+    auto errors = st.apply_batch(fresh, tx);
+    errors.resize(fresh.size());
+    for (size_t i = 0; i < fresh.size(); ++i)
+      if (!errors[i].empty())
+        dead_letter(st, *fresh[i], errors[i], tx);
+  }
+  auto now = big_endian(unix_millis());
+  for (auto* d : fresh)
+    tx.batch().put(store_column::inbox, st.prefix() + d->event.id, now);
+  self->request(st.store, store_timeout, store_commit_atom::value, std::move(tx).take())
+      .then(
+          [=](caf::ok_atom) mutable {
+            release();
+            rp.deliver(n);
+          },
+          [=](caf::error& err) mutable {
+            // The handler may have built state in memory for a batch the
+            // store lost: ending lets the supervisor rebuild it from disk.
+            release();
+            rp.deliver(err);
+            self->quit(std::move(err));
+          });
+}
+
+inbox_batch_consumer_actor::behavior_type
+inbox_batch_consumer(inbox_batch_pointer self, store_actor store,
+                     std::shared_ptr<outbox_sequence> sequence, inbox_settings settings,
+                     inbox_apply_batch apply) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.sequence = std::move(sequence);
+  st.settings = std::move(settings);
+  st.apply_batch = std::move(apply);
+  if (st.settings.dead_letter_destination.empty())
+    st.settings.dead_letter_destination = st.settings.consumer + ".dead-letters";
+  self->send(self, inbox_sweep_atom::value);
+  return {
+      [=](deliver_batch_atom,
+          std::vector<delivered_event>& deliveries) -> caf::result<uint32_t> {
         auto& st = self->state;
-        if (!st.sweeping) {
-          st.sweeping = true;
-          sweep_page(self, "", unix_millis() - st.settings.retention.count());
+        if (deliveries.empty())
+          return uint32_t{0};
+        // A redelivery racing its own first delivery: the broker retries it
+        // once the first is recorded.
+        for (auto& d : deliveries)
+          if (st.in_flight.count(d.event.id) > 0)
+            return caf::make_error(caf::sec::request_timeout);
+        for (auto& d : deliveries)
+          st.in_flight.insert(d.event.id);
+        auto rp = self->make_response_promise<uint32_t>();
+        auto lookup = std::make_shared<batch_lookup>();
+        lookup->deliveries = std::move(deliveries);
+        lookup->seen.assign(lookup->deliveries.size(), false);
+        lookup->waiting = lookup->deliveries.size();
+        for (size_t i = 0; i < lookup->deliveries.size(); ++i) {
+          auto answered = [=] {
+            if (--lookup->waiting == 0)
+              apply_lookup(self, lookup, rp);
+          };
+          self->request(st.store, store_timeout, store_get_atom::value,
+                        store_column::inbox, st.prefix() + lookup->deliveries[i].event.id)
+              .then(
+                  [=](const caf::optional<std::string>& seen) {
+                    lookup->seen[i] = static_cast<bool>(seen);
+                    answered();
+                  },
+                  [=](caf::error& err) {
+                    lookup->failure = std::move(err);
+                    answered();
+                  });
         }
-        self->delayed_send(self, st.settings.sweep_interval, inbox_sweep_atom::value);
+        return rp;
       },
+      [=](inbox_sweep_atom) { sweep(self); },
   };
 }
 
@@ -170,6 +313,14 @@ inbox_consumer_actor spawn_inbox_consumer(caf::actor_system& sys, store_actor st
                                           std::shared_ptr<outbox_sequence> sequence,
                                           inbox_settings settings, inbox_apply apply) {
   return sys.spawn(inbox_consumer, std::move(store), std::move(sequence),
+                   std::move(settings), std::move(apply));
+}
+
+inbox_batch_consumer_actor
+spawn_inbox_batch_consumer(caf::actor_system& sys, store_actor store,
+                           std::shared_ptr<outbox_sequence> sequence,
+                           inbox_settings settings, inbox_apply_batch apply) {
+  return sys.spawn(inbox_batch_consumer, std::move(store), std::move(sequence),
                    std::move(settings), std::move(apply));
 }
 

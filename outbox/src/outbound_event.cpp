@@ -1,5 +1,7 @@
 #include <troupe/outbox/outbound_event.hpp>
 
+#include <caf/actor_cast.hpp>
+
 #include <cstdio>
 #include <set>
 
@@ -77,6 +79,11 @@ std::string correlation_of(const outbound_event& event) {
       is_trace_id(std::string_view{tp}.substr(3, 32)))
     return tp.substr(3, 32);
   return {};
+}
+
+caf::actor event_subscriber::handle() const {
+  return batch_consumer ? caf::actor_cast<caf::actor>(batch_consumer)
+                        : caf::actor_cast<caf::actor>(consumer);
 }
 
 } // namespace troupe

@@ -41,7 +41,74 @@ void subscribe(troupe::test::events_fixture& f,
       .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
 }
 
+void subscribe_batches(troupe::test::events_fixture& f,
+                       const troupe::embedded_broker_actor& broker, std::string group,
+                       const troupe::event_batch_consumer_actor& consumer,
+                       uint32_t max_batch) {
+  caf::scoped_actor self{*f.sys};
+  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
+                std::move(group), troupe::event_subscriber{consumer, max_batch})
+      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
+}
+
+std::vector<troupe::outbound_event> numbered(int n) {
+  std::vector<troupe::outbound_event> events;
+  for (int i = 0; i < n; ++i)
+    events.push_back(event("n:" + std::to_string(i), "k" + std::to_string(i % 3)));
+  return events;
+}
+
 } // namespace
+
+TEST_CASE("a batch consumer gets a topic's backlog in append order, in batches of at "
+          "most its batch size") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  publish(f, broker, numbered(25));
+  auto seen = std::make_shared<troupe::test::received_batches>();
+  auto consumer = f.sys->spawn(troupe::test::recording_batch_consumer, seen);
+  subscribe_batches(f, broker, "analytics", consumer, 10);
+  REQUIRE(seen->wait_for(25));
+  auto batches = seen->batches_seen();
+  CHECK(troupe::test::largest(batches) == 10);
+  CHECK(batches.size() == 3);
+  auto got = seen->handled_events();
+  REQUIRE(got.size() == 25);
+  for (size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i].offset == i);
+  f.stop(broker);
+  f.stop(consumer);
+}
+
+TEST_CASE(
+    "the part of a batch its consumer did not handle is delivered again, first, and "
+    "the group's offset moves past what it handled only") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  publish(f, broker, numbered(12));
+  auto seen = std::make_shared<troupe::test::received_batches>();
+  seen->short_answers = 1;
+  seen->short_count = 4;
+  auto consumer = f.sys->spawn(troupe::test::recording_batch_consumer, seen);
+  subscribe_batches(f, broker, "reports", consumer, 8);
+  REQUIRE(seen->wait_for(12));
+  auto batches = seen->batches_seen();
+  REQUIRE(batches.size() >= 2);
+  CHECK(batches[0].front().offset == 0);
+  CHECK(batches[1].front().offset == 4);
+  auto got = seen->handled_events();
+  REQUIRE(got.size() == 12);
+  for (size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i].offset == i);
+  // The broker hears the last answer after the consumer recorded it.
+  CHECK(troupe::test::eventually([] {
+    return troupe::test::metric_value("troupe_events_consumer_lag",
+                                      {{"broker", "embedded"}, {"group", "reports"}}) ==
+           0;
+  }));
+  f.stop(broker);
+  f.stop(consumer);
+}
 
 TEST_CASE("a consumer group's committed offset survives a broker restart") {
   troupe::test::events_fixture f;

@@ -4,6 +4,7 @@
 // for the event bus's tests, plus a consumer that records what it is handed
 // and lets a test wait (with a deadline) until it has seen enough.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -104,6 +105,60 @@ recording_consumer(event_consumer_actor::pointer, std::shared_ptr<received_event
         return caf::ok_atom::value;
       },
   };
+}
+
+/// What a recording batch consumer was handed: each batch as it came, and
+/// the events it handled in order. Its first `short_answers` batches it
+/// handles only `short_count` of, so the broker must deliver the rest again.
+struct received_batches {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<std::vector<delivered_event>> batches;
+  std::vector<delivered_event> handled;
+  uint32_t short_answers = 0;
+  uint32_t short_count = 0;
+
+  bool wait_for(size_t n, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_for(guard, deadline, [&] { return handled.size() >= n; });
+  }
+  std::vector<std::vector<delivered_event>> batches_seen() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return batches;
+  }
+  std::vector<delivered_event> handled_events() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return handled;
+  }
+};
+
+inline event_batch_consumer_actor::behavior_type
+recording_batch_consumer(event_batch_consumer_actor::pointer,
+                         std::shared_ptr<received_batches> out) {
+  return {
+      [out](deliver_batch_atom, std::vector<delivered_event>& batch) {
+        uint32_t n = static_cast<uint32_t>(batch.size());
+        {
+          std::lock_guard<std::mutex> guard{out->mtx};
+          if (out->short_answers > 0) {
+            --out->short_answers;
+            n = std::min(n, out->short_count);
+          }
+          out->handled.insert(out->handled.end(), batch.begin(), batch.begin() + n);
+          out->batches.push_back(std::move(batch));
+        }
+        out->cv.notify_all();
+        return n;
+      },
+  };
+}
+
+/// The largest batch in `batches`.
+inline size_t largest(const std::vector<std::vector<delivered_event>>& batches) {
+  size_t most = 0;
+  for (auto& b : batches)
+    most = std::max(most, b.size());
+  return most;
 }
 
 /// A node's store and actor system. Tests restart the actors over it (relay,

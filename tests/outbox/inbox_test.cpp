@@ -50,6 +50,33 @@ bool deliver(troupe::test::events_fixture& f, const troupe::inbox_consumer_actor
   return ok;
 }
 
+/// The batch form of count_units: also counts the handler's calls and the
+/// events each got.
+auto count_units_in_batches(std::shared_ptr<std::vector<size_t>> calls) {
+  auto totals = std::make_shared<std::map<std::string, int>>();
+  return [totals, calls](std::vector<order_shipped>& events,
+                         const std::vector<const troupe::delivered_event*>&,
+                         troupe::outbox_transaction& tx) {
+    calls->push_back(events.size());
+    for (auto& ev : events) {
+      auto& total = (*totals)[ev.order_id];
+      total += ev.quantity;
+      tx.put("shipped/" + ev.order_id, std::to_string(total));
+    }
+  };
+}
+
+/// What the batch consumer answered: how many it handled, or -1 on an error.
+int deliver_batch(troupe::test::events_fixture& f,
+                  const troupe::inbox_batch_consumer_actor& c,
+                  std::vector<troupe::delivered_event> batch) {
+  caf::scoped_actor self{*f.sys};
+  int handled = -1;
+  self->request(c, 5s, troupe::deliver_batch_atom::value, std::move(batch))
+      .receive([&](uint32_t n) { handled = static_cast<int>(n); }, [](caf::error&) {});
+  return handled;
+}
+
 troupe::inbox_settings settings_for(std::string consumer) {
   troupe::inbox_settings s;
   s.consumer = std::move(consumer);
@@ -128,5 +155,55 @@ TEST_CASE("a consumed event's handler emits under the event's trace: the tracepa
   auto tp = rows[0].event.header(troupe::event_headers::traceparent);
   CHECK(tp.substr(0, 36) == "00-" + trace + "-");
   CHECK(tp.size() == 55);
+  f.stop(consumer);
+}
+
+TEST_CASE("an inbox batch consumer applies a batch's new events in one handler call and "
+          "skips the ids it has applied before") {
+  troupe::test::events_fixture f;
+  auto calls = std::make_shared<std::vector<size_t>>();
+  auto consumer = troupe::spawn_inbox_batch_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"),
+      count_units_in_batches(calls));
+  CHECK(deliver_batch(f, consumer,
+                      {shipment("node-a:1", "7", 2), shipment("node-a:2", "7", 3),
+                       shipment("node-a:3", "8", 1)}) == 3);
+  // A redelivery overlapping the first batch, with an id repeated inside it.
+  CHECK(deliver_batch(f, consumer,
+                      {shipment("node-a:2", "7", 3), shipment("node-a:3", "8", 1),
+                       shipment("node-a:4", "7", 10), shipment("node-a:4", "7", 10)}) ==
+        4);
+  CHECK(*calls == std::vector<size_t>{3, 1});
+  CHECK(f.db->get(store_column::state, "shipped/7") == std::optional<std::string>{"15"});
+  CHECK(f.db->get(store_column::state, "shipped/8") == std::optional<std::string>{"1"});
+  for (auto id : {"node-a:1", "node-a:2", "node-a:3", "node-a:4"})
+    CHECK(f.db->get(store_column::inbox, std::string{"billing/"} + id));
+  // Nothing new at all: acknowledged without calling the handler.
+  CHECK(deliver_batch(f, consumer, {shipment("node-a:1", "7", 2)}) == 1);
+  CHECK(calls->size() == 2);
+  f.stop(consumer);
+}
+
+TEST_CASE("a poison message in a batch goes to the dead-letter destination while the "
+          "batch's other events are applied") {
+  troupe::test::events_fixture f;
+  auto calls = std::make_shared<std::vector<size_t>>();
+  auto consumer = troupe::spawn_inbox_batch_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"),
+      count_units_in_batches(calls));
+  auto poison = shipment("node-a:2", "7", 2);
+  poison.event.headers[1].second = "order_cancelled";
+  CHECK(deliver_batch(
+            f, consumer,
+            {shipment("node-a:1", "7", 2), poison, shipment("node-a:3", "7", 5)}) == 3);
+  CHECK(*calls == std::vector<size_t>{2});
+  CHECK(f.db->get(store_column::state, "shipped/7") == std::optional<std::string>{"7"});
+  auto rows = f.rows(store_column::outbox);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].event.destination == "billing.dead-letters");
+  CHECK(rows[0].event.header(troupe::event_headers::error) ==
+        "expected event type order_shipped, got 'order_cancelled'");
+  CHECK(rows[0].event.header("original-id") == "node-a:2");
+  CHECK(f.db->get(store_column::inbox, "billing/node-a:2"));
   f.stop(consumer);
 }

@@ -459,6 +459,43 @@ TEST_CASE("a kafka subscription commits only acknowledged records, so the group'
   CHECK(mc.committed("billing", "audit", 1) == std::vector<int64_t>{10});
 }
 
+TEST_CASE("a kafka batch subscription hands a partition's records over in order, in "
+          "batches of at most its batch size, and a refused batch again from its first",
+          "[kafka]") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  mock_cluster mc;
+  mc.create_topic("clicks", 1);
+  auto publisher = troupe::spawn_kafka_publisher(sys, settings_for(mc));
+  auto sent = events("clicks", 1, 40);
+  CHECK(publish(sys, publisher, sent) == std::vector<std::string>(40));
+  stop(sys, publisher);
+
+  auto seen = std::make_shared<troupe::test::received_batches>();
+  seen->short_answers = 1; // the first batch is refused
+  seen->short_count = 0;
+  auto consumer = sys.spawn(troupe::test::recording_batch_consumer, seen);
+  auto sub = troupe::subscribe_kafka(sys, settings_for(mc), "clicks", "stats",
+                                     troupe::event_subscriber{consumer, 16});
+  REQUIRE(seen->wait_for(40, 20s));
+  sub->stop();
+  caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+  auto batches = seen->batches_seen();
+  REQUIRE(batches.size() >= 2);
+  CHECK(batches[1].front().offset == 0);
+  CHECK(troupe::test::largest(batches) <= 16);
+  // Records wait in the buffer while a batch is out: later batches carry several.
+  CHECK(troupe::test::largest(batches) > 1);
+  auto got = seen->handled_events();
+  REQUIRE(got.size() == 40);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].offset == i);
+    CHECK(got[i].event.id == sent[i].id);
+  }
+  CHECK(sub->acknowledged() == 40);
+  CHECK(mc.committed("stats", "clicks", 1) == std::vector<int64_t>{40});
+}
+
 TEST_CASE("a rebalance while records are in flight hands them to their new owner, so "
           "every record is acknowledged and none is lost",
           "[kafka]") {

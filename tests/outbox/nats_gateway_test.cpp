@@ -243,6 +243,36 @@ TEST_CASE("events published to NATS reach a JetStream durable pull consumer in p
   CHECK(per_key["b"] == std::vector<std::string>{"e1", "e3", "e5"});
 }
 
+TEST_CASE(
+    "a JetStream batch consumer gets a fetch in stream order, in batches of at most "
+    "its batch size, and what it did not handle again first",
+    "[nats]") {
+  nats_fixture f;
+  auto pub = f.keep(troupe::spawn_nats_publisher(*f.sys, f.settings));
+  std::vector<troupe::outbound_event> events;
+  for (int i = 0; i < 30; ++i)
+    events.push_back(event("e" + std::to_string(i), "k"));
+  REQUIRE(all_acked(f.publish(pub, events)));
+
+  auto got = std::make_shared<troupe::test::received_batches>();
+  got->short_answers = 1;
+  got->short_count = 3;
+  auto consumer = f.keep(f.sys->spawn(troupe::test::recording_batch_consumer, got));
+  auto sub = f.keep(
+      troupe::spawn_nats_pull_consumer(*f.sys, f.settings, "EVENTS", "stats", "ev.>",
+                                       troupe::event_subscriber{consumer, 8}));
+  REQUIRE(got->wait_for(30));
+  auto batches = got->batches_seen();
+  REQUIRE(batches.size() >= 2);
+  CHECK(batches[0].size() == 8); // the fetch held all thirty
+  CHECK(batches[1].front().event.id == "e3");
+  CHECK(troupe::test::largest(batches) == 8);
+  auto handled = got->handled_events();
+  REQUIRE(handled.size() == 30);
+  for (size_t i = 0; i < handled.size(); ++i)
+    CHECK(handled[i].event.id == "e" + std::to_string(i));
+}
+
 TEST_CASE("publishing the same event id twice to JetStream stores one message",
           "[nats]") {
   nats_fixture f;

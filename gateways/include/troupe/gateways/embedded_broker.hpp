@@ -34,11 +34,13 @@ using broker_sweep_atom = caf::atom_constant<caf::atom("brksweep")>;
 /// in the topic is acknowledged without a second append, so re-publication
 /// after a relay crash adds nothing) plus subscriptions: subscribe(topic,
 /// group, consumer) adds a competing consumer to the group. A group receives
-/// the topic's messages in append order, one at a time, and commits its
-/// offset after each acknowledgement; a new group starts at the oldest
-/// retained message.
+/// the topic's messages in append order, one delivery (an event, or a batch
+/// for a batch consumer) at a time, and commits its offset after each
+/// acknowledgement; a new group starts at the oldest retained message.
 using embedded_broker_actor =
     publisher_actor::extend<caf::replies_to<subscribe_atom, std::string, std::string,
+                                            event_subscriber>::with<caf::ok_atom>,
+                            caf::replies_to<subscribe_atom, std::string, std::string,
                                             event_consumer_actor>::with<caf::ok_atom>,
                             caf::reacts_to<broker_retry_atom, std::string, std::string>,
                             caf::reacts_to<broker_sweep_atom>>;

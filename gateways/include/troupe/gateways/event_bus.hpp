@@ -72,6 +72,34 @@ inbox_consumer_actor subscribe_events_of(caf::actor_system& sys, std::string des
   return consumer;
 }
 
+/// Subscribes a batch consumer as subscribe_events does: each delivery
+/// carries up to `max_batch` events that the broker has ready, in the order
+/// of one partition (or subject); what the consumer answers it handled is
+/// acknowledged, the rest delivered again.
+void subscribe_event_batches(caf::actor_system& sys, std::string destination,
+                             std::string group, event_batch_consumer_actor consumer,
+                             uint32_t max_batch);
+
+/// A stream processor's subscription in one call: an inbox batch consumer
+/// whose `handle(events, deliveries, tx)` applies up to `max_batch` new
+/// events in one write_batch, subscribed as above. Messages that are not an
+/// `Event` go to `<group>.dead-letters`.
+template <class Event, class Handler>
+inbox_batch_consumer_actor
+subscribe_event_batches_of(caf::actor_system& sys, std::string destination,
+                           std::string group, uint32_t max_batch, Handler handle) {
+  auto bus = local_event_bus(sys);
+  inbox_settings s;
+  s.consumer = group;
+  s.retention = bus.inbox_retention;
+  auto consumer = spawn_inbox_batch_consumer_of<Event>(sys, bus.store, bus.sequence,
+                                                       std::move(s), std::move(handle));
+  subscribe_event_batches(sys, std::move(destination), std::move(group),
+                          caf::actor_cast<event_batch_consumer_actor>(consumer),
+                          max_batch);
+  return consumer;
+}
+
 /// Declares `events.embedded.*` (retention, redelivery).
 void declare_embedded_broker_config(config_schema& schema);
 embedded_broker_settings embedded_broker_settings_from(const config& cfg);

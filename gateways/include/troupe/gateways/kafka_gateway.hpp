@@ -60,11 +60,13 @@ kafka_settings kafka_settings_from(const config& cfg);
 publisher_actor spawn_kafka_publisher(caf::actor_system& sys, kafka_settings settings);
 
 /// One consumer-group member reading one topic on a thread of its own. Each
-/// record goes to the consumer actor as a request; its offset is committed
-/// only after the consumer answered ok. Records of one partition are handed
-/// over one at a time in order; an error or no answer hands the same record
-/// over again. After a rebalance, records that were not acknowledged are
-/// delivered to the partition's new owner, so nothing is lost (at-least-once).
+/// record (or, for a batch consumer, each run of up to its batch size of a
+/// partition's buffered records) goes to the consumer actor as a request; an
+/// offset is committed only after the consumer handled its record. Records
+/// of one partition are handed over one delivery at a time in order; an
+/// error or no answer hands the first record not handled over again. After a rebalance,
+/// records that were not acknowledged are delivered to the partition's new owner, so
+/// nothing is lost (at-least-once).
 class kafka_subscription {
 public:
   struct impl;
@@ -91,6 +93,6 @@ private:
 std::unique_ptr<kafka_subscription> subscribe_kafka(caf::actor_system& sys,
                                                     kafka_settings settings,
                                                     std::string topic, std::string group,
-                                                    event_consumer_actor consumer);
+                                                    event_subscriber consumer);
 
 } // namespace troupe

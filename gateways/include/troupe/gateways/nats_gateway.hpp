@@ -88,25 +88,27 @@ using nats_subscription_actor =
     caf::typed_actor<caf::replies_to<nats_ready_atom>::with<caf::ok_atom>>;
 
 /// Core NATS: delivers every message on `subject` (wildcards allowed) to
-/// `consumer`, one at a time, offset = a per-subscription counter. With a
+/// `consumer`, one delivery (an event, or what is queued up to a batch
+/// consumer's batch size) at a time, offset = a per-subscription counter. With a
 /// non-empty `queue_group`, subscriptions of the same group share the
 /// messages, each going to one of them. At most once across restarts; an
 /// error answer redelivers from memory after redeliver_delay.
 nats_subscription_actor spawn_nats_subscriber(caf::actor_system& sys,
                                               nats_settings settings, std::string subject,
                                               std::string queue_group,
-                                              event_consumer_actor consumer);
+                                              event_subscriber consumer);
 
 /// JetStream durable pull consumer `durable` on `stream` for `subject`: a
-/// fetch loop on its own thread delivers to `consumer` in stream order,
-/// offset = stream sequence; a message is acknowledged only after the
-/// consumer answered ok, negatively acknowledged (so redelivered, before
+/// fetch loop on its own thread delivers to `consumer` in stream order
+/// (a batch consumer gets up to its batch size of a fetch at once), offset =
+/// stream sequence; a message is acknowledged only after the consumer
+/// handled it, negatively acknowledged (so redelivered, before
 /// anything after it) on an error or no answer within deliver_timeout.
 nats_subscription_actor spawn_nats_pull_consumer(caf::actor_system& sys,
                                                  nats_settings settings,
                                                  std::string stream, std::string durable,
                                                  std::string subject,
-                                                 event_consumer_actor consumer);
+                                                 event_subscriber consumer);
 
 using nats_request_atom = caf::atom_constant<caf::atom("natsreq")>;
 using nats_serve_atom = caf::atom_constant<caf::atom("natsserve")>;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -77,6 +78,7 @@ void hold_back_after_failures(std::vector<std::string>& results,
 
 using publish_atom = caf::atom_constant<caf::atom("evpublish")>;
 using deliver_atom = caf::atom_constant<caf::atom("evdeliver")>;
+using deliver_batch_atom = caf::atom_constant<caf::atom("evdelbatch")>;
 
 /// What the relay publishes through. The reply holds one entry per event, in
 /// order: empty when the broker acknowledged it durably, else the error.
@@ -90,5 +92,50 @@ using publisher_actor = caf::typed_actor<caf::replies_to<
 /// broker then commits its offset); an error or no answer redelivers it.
 using event_consumer_actor =
     caf::typed_actor<caf::replies_to<deliver_atom, delivered_event>::with<caf::ok_atom>>;
+
+/// What a broker delivers batches to, for stream processing: up to the
+/// subscription's batch size of events, in the order of one partition (or
+/// subject). The reply counts the events, from the first, the consumer has
+/// handled; the broker acknowledges those and redelivers the rest.
+using event_batch_consumer_actor = caf::typed_actor<
+    caf::replies_to<deliver_batch_atom, std::vector<delivered_event>>::with<uint32_t>>;
+
+/// Whom a broker subscription delivers to: single events to `consumer`, or
+/// batches of up to `max_batch` events to `batch_consumer`.
+struct event_subscriber {
+  event_consumer_actor consumer;
+  event_batch_consumer_actor batch_consumer;
+  uint32_t max_batch = 1;
+
+  event_subscriber() = default;
+  // Implicit: a single-event consumer (or a handle that extends its
+  // interface) is the common subscriber.
+  template <class Handle,
+            class = std::enable_if_t<std::is_convertible_v<Handle, event_consumer_actor>>>
+  event_subscriber(Handle c) // NOLINT(google-explicit-constructor)
+      : consumer(std::move(c)) {}
+  event_subscriber(event_batch_consumer_actor c, uint32_t max)
+      : batch_consumer(std::move(c))
+      , max_batch(max == 0 ? 1 : max) {}
+
+  /// How many events one delivery may carry.
+  size_t batch_size() const noexcept { return batch_consumer ? max_batch : 1; }
+  caf::actor_addr address() const {
+    return batch_consumer ? batch_consumer.address() : consumer.address();
+  }
+  caf::actor handle() const;
+  explicit operator bool() const noexcept {
+    return static_cast<bool>(consumer) || static_cast<bool>(batch_consumer);
+  }
+  bool operator==(const event_subscriber& other) const {
+    return address() == other.address();
+  }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, event_subscriber& x) {
+  return f(caf::meta::type_name("event_subscriber"), x.consumer, x.batch_consumer,
+           x.max_batch);
+}
 
 } // namespace troupe

@@ -63,6 +63,8 @@ int64_t deadline_from_wire(int64_t left_ns) noexcept;
 class context_scope {
 public:
   context_scope(const call_context& ctx, const char* actor_name) noexcept;
+  // The scope refers to `ctx`: a temporary would be gone at once.
+  context_scope(call_context&&, const char*) = delete;
   ~context_scope();
   context_scope(const context_scope&) = delete;
   context_scope& operator=(const context_scope&) = delete;
