@@ -56,6 +56,11 @@ void declare_config(troupe::config_schema& s) {
       .min(std::chrono::nanoseconds{0})
       .max(std::chrono::minutes(10))
       .describe("Time the card network takes to answer a charge.");
+  s.declare("order_sales.max_batch", value_kind::integer)
+      .default_value("64")
+      .min(1)
+      .max(10000)
+      .describe("Completed orders the sales totals take from the broker at once.");
   s.declare("orders_client.count", value_kind::integer)
       .default_value("10")
       .min(0)

@@ -201,6 +201,9 @@ caf::actor spawn_orders_client(caf::actor_system& sys, const troupe::config& cfg
 /// Subscribes to the saga's end events (orders.completed, orders.compensated)
 /// and records one notice per order, each event applied once.
 caf::actor spawn_order_notifications(caf::actor_system& sys, const troupe::config& cfg);
+/// Keeps units sold per SKU from orders.completed, taking the events in
+/// batches of up to `order_sales.max_batch`, each event counted once.
+caf::actor spawn_order_sales(caf::actor_system& sys, const troupe::config& cfg);
 /// Prints every saga's end state and every service's applications per key
 /// (what the crash-recovery test checks), then stops.
 caf::actor spawn_auditor(caf::actor_system& sys, const troupe::config& cfg);

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <csignal>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -186,4 +188,49 @@ TEST_CASE("a service subscribed to the order saga's end events applies each of t
   REQUIRE(r);
   CHECK(contains(r->body, "events subscription orders.completed (embedded, group "
                           "order-notifications): subscribed"));
+}
+
+TEST_CASE("a stream processor taking the order saga's end events in batches counts each "
+          "order once, also across a restart that reloads its totals",
+          "[events][sagas]") {
+  temp_dir dir;
+  auto args = [&](const std::string& count) {
+    return std::vector<std::string>{
+        "--services.enabled",
+        "[sagas, orders, inventory, payment, shipping, events, "
+        "orders_client, order_sales]",
+        "--store.path",
+        (dir.path() / "store").string(),
+        "--orders_client.count",
+        count,
+        "--orders_client.fail_every",
+        "3",
+        "--order_sales.max_batch",
+        "4"};
+  };
+  {
+    // Orders 1, 2, 4 and 5 complete, all widgets: 2 + 3 + 2 + 3 units.
+    auto node = start_node("a", args("6"), within(20s));
+    auto line = node->wait_for_line("sales: 10 units of widget sold", within(30s));
+    INFO("output:\n" << node->output());
+    REQUIRE(line);
+    node->kill(SIGTERM);
+    REQUIRE(node->wait_exit(within(30s)) == 0);
+    CHECK(node->count_lines("units of gadget") == 0);
+    CHECK(node->count_lines("units of discontinued") == 0);
+  }
+  // The same six again (idempotent) and two more widgets of 2 and 3 units.
+  auto node = start_node("a", args("8"), within(20s));
+  auto line = node->wait_for_line("sales: 15 units of widget sold", within(30s));
+  INFO("output:\n" << node->output());
+  REQUIRE(line);
+  // Nothing counted twice: no total ever passed 15, none started over.
+  std::regex total{"sales: ([0-9]+) units of widget"};
+  for (auto& l : node->lines()) {
+    std::smatch m;
+    if (std::regex_search(l, m, total)) {
+      CHECK(std::stoi(m[1]) > 10);
+      CHECK(std::stoi(m[1]) <= 15);
+    }
+  }
 }
