@@ -4,7 +4,10 @@
 // against a raw idempotent librdkafka producer sending the same messages, in
 // the same run; then commit → consumed latency through the relay to Kafka;
 // then by NATS JetStream (a nats-server child on loopback, skipped when none
-// is on PATH) against raw nats.c publishing the same messages asynchronously.
+// is on PATH) against raw nats.c publishing the same messages asynchronously;
+// last, consumption: a topic's backlog in the embedded broker applied once by
+// an inbox consumer (state change and processed id in one commit), one event
+// per delivery and in batches, against the same run's raw store commits.
 // Usage: events_bench [--quick] [--batch N (the relay's batch size)]
 //                     [--in-flight N (its publish calls in flight)] [rows]
 
@@ -44,6 +47,7 @@
 #include <troupe/gateways/kafka_gateway.hpp>
 #include <troupe/gateways/nats_gateway.hpp>
 #include <troupe/outbox/event_codec.hpp>
+#include <troupe/outbox/inbox.hpp>
 #include <troupe/outbox/outbox_transaction.hpp>
 #include <troupe/outbox/relay.hpp>
 #include <troupe/runtime/metrics.hpp>
@@ -209,6 +213,98 @@ double relay_rate(caf::actor_system& sys, size_t rows, const std::string& payloa
   while (published_rows() - before < static_cast<double>(rows) || !outbox_empty(*p.db))
     std::this_thread::sleep_for(milliseconds(1));
   auto secs = duration<double>(steady_clock::now() - start).count();
+  return static_cast<double>(rows) / secs;
+}
+
+// -- consumption -----------------------------------------------------------------
+
+/// A topic of `rows` events in the embedded broker of a fresh store, applied
+/// by an inbox consumer of group "bench" that writes one state key per event
+/// (`max_batch` 0: one event per delivery); events/s from subscribing until
+/// the broker has heard every acknowledgement.
+double consume_rate(caf::actor_system& sys, size_t rows, const std::string& payload,
+                    uint32_t max_batch) {
+  auto dir = fresh_dir("consume");
+  troupe::store_settings s;
+  s.path = (dir / "db").string();
+  auto db = troupe::store::open(s);
+  auto store = troupe::spawn_store_actor(sys, db);
+  auto sequence = troupe::outbox_sequence::open(*db, "bench");
+  auto broker = troupe::spawn_embedded_broker(sys, store);
+  caf::scoped_actor self{sys};
+  for (size_t first = 0; first < rows; first += 2048) {
+    std::vector<troupe::outbound_event> events;
+    for (size_t i = first; i < std::min(rows, first + 2048); ++i) {
+      troupe::outbound_event ev;
+      ev.id = "bench:" + std::to_string(i);
+      ev.destination = bench_topic;
+      ev.key = key_of(i);
+      ev.payload = payload;
+      events.push_back(std::move(ev));
+    }
+    self->request(broker, seconds(60), troupe::publish_atom::value, std::move(events))
+        .receive([](const std::vector<std::string>&) {},
+                 [](caf::error&) { std::fprintf(stderr, "consume: filling failed\n"); });
+  }
+  std::atomic<size_t> applied{0};
+  troupe::inbox_settings is;
+  is.consumer = max_batch == 0 ? "bench-single" : "bench-batch";
+  troupe::event_subscriber subscriber;
+  caf::actor consumer;
+  if (max_batch == 0) {
+    auto c = troupe::spawn_inbox_consumer(
+        sys, store, sequence, is,
+        [&applied](const troupe::delivered_event& d, troupe::outbox_transaction& tx) {
+          tx.put("applied/" + d.event.key, d.event.id);
+          ++applied;
+          return std::string{};
+        });
+    subscriber = troupe::event_consumer_actor{c};
+    consumer = caf::actor_cast<caf::actor>(c);
+  } else {
+    auto c = troupe::spawn_inbox_batch_consumer(
+        sys, store, sequence, is,
+        [&applied](const std::vector<const troupe::delivered_event*>& fresh,
+                   troupe::outbox_transaction& tx) {
+          for (auto* d : fresh)
+            tx.put("applied/" + d->event.key, d->event.id);
+          applied += fresh.size();
+          return std::vector<std::string>(fresh.size());
+        });
+    subscriber =
+        troupe::event_subscriber{troupe::event_batch_consumer_actor{c}, max_batch};
+    consumer = caf::actor_cast<caf::actor>(c);
+  }
+  auto group = is.consumer;
+  auto start = steady_clock::now();
+  self->request(broker, seconds(10), troupe::subscribe_atom::value,
+                std::string{bench_topic}, group, subscriber)
+      .receive([](caf::ok_atom) {},
+               [](caf::error&) { std::fprintf(stderr, "consume: subscribe failed\n"); });
+  // The group's offset reaches the head once the last acknowledgement is in.
+  auto lag = [&] {
+    for (auto& family : troupe::metrics::instance().registry().Collect())
+      if (family.name == "troupe_events_consumer_lag")
+        for (auto& m : family.metric)
+          for (auto& l : m.label)
+            if (l.name == "group" && l.value == group)
+              return m.gauge.value;
+    return -1.0;
+  };
+  auto until = start + minutes(5);
+  while ((applied.load() < rows || lag() != 0) && steady_clock::now() < until)
+    std::this_thread::sleep_for(milliseconds(1));
+  auto secs = duration<double>(steady_clock::now() - start).count();
+  if (applied.load() != rows)
+    std::fprintf(stderr, "consume: %zu of %zu events applied\n", applied.load(), rows);
+  for (auto h : {consumer, caf::actor_cast<caf::actor>(broker),
+                 caf::actor_cast<caf::actor>(store)}) {
+    self->send_exit(h, caf::exit_reason::user_shutdown);
+    self->wait_for(h);
+  }
+  sys.registry().erase(caf::atom("store"));
+  db.reset();
+  std::filesystem::remove_all(dir);
   return static_cast<double>(rows) / secs;
 }
 
@@ -666,5 +762,13 @@ int main(int argc, char** argv) {
         rate, lat.p50_ms, lat.p99_ms, lat.seen, paced);
   }
   nats_rows(sys, rows, payload);
+  auto single = consume_rate(sys, rows, payload, 0);
+  auto batched = consume_rate(sys, rows, payload, 256);
+  std::printf("embedded broker → inbox, 1 per delivery:  %10.0f events/s (%.2f × raw "
+              "store commits)\n",
+              single, single / raw);
+  std::printf("embedded broker → inbox, batches of 256:  %10.0f events/s (%.2f × raw "
+              "store commits)\n",
+              batched, batched / raw);
   return 0;
 }
