@@ -147,6 +147,12 @@ void declare_runtime_config(config_schema& s) {
       .min(0ms)
       .max(3600s)
       .describe("Time in-flight work gets to finish after SIGTERM.");
+  s.declare("shutdown.stop_timeout", value_kind::duration)
+      .default_value("5s")
+      .min(100ms)
+      .max(3600s)
+      .describe("Time the supervision tree gets to stop after the grace period (services "
+                "end their calls, stores close); past it the node exits with code 1.");
   s.declare("scheduler.max_threads", value_kind::integer)
       .default_value("0")
       .min(0)
@@ -691,17 +697,22 @@ int node::run(int argc, char** argv) {
                    });
     }
     spdlog::info("drained {} of {} services", drained, local_services.size());
+    // The stop has a budget of its own: a drain that used the whole grace
+    // period (a call that never finishes) must not leave the tree no time
+    // to end the rest in order.
+    auto stop_budget = std::chrono::duration_cast<std::chrono::milliseconds>(
+        cfg.get_duration("shutdown.stop_timeout"));
     self->send_exit(root, caf::exit_reason::user_shutdown);
-    self->receive(
-        [](caf::down_msg&) {},
-        caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now() + std::chrono::seconds(1))) >>
-            [&] {
-              // ~actor_system would wait for the stuck actors forever.
-              spdlog::error("supervision tree did not stop in time; exiting");
-              flush_logging(std::chrono::seconds(1));
-              std::_Exit(1);
-            });
+    self->receive([](caf::down_msg&) {},
+                  caf::after(std::max(
+                      stop_budget, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       deadline - std::chrono::steady_clock::now()))) >>
+                      [&] {
+                        // ~actor_system would wait for the stuck actors forever.
+                        spdlog::error("supervision tree did not stop in time; exiting");
+                        flush_logging(std::chrono::seconds(1));
+                        std::_Exit(1);
+                      });
   }
   gate->stop();
   if (status)
