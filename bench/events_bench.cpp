@@ -153,6 +153,21 @@ void warm_up(caf::actor_system& sys, const troupe::publisher_actor& publisher,
                [](caf::error&) { std::fprintf(stderr, "warm-up publish failed\n"); });
 }
 
+/// Stops `actors` in order (the store actor last), closes `db` and removes
+/// its directory.
+void stop_then_remove(caf::actor_system& sys, std::initializer_list<caf::actor> actors,
+                      std::shared_ptr<troupe::store>& db,
+                      const std::filesystem::path& dir) {
+  caf::scoped_actor self{sys};
+  for (auto& h : actors) {
+    self->send_exit(h, caf::exit_reason::user_shutdown);
+    self->wait_for(h);
+  }
+  sys.registry().erase(caf::atom("store"));
+  db.reset();
+  std::filesystem::remove_all(dir);
+}
+
 /// A relay over a fresh store publishing through `make`'s publisher (warmed
 /// up on `topic`); the destructor stops its actors and removes the store.
 struct relay_pipeline {
@@ -182,16 +197,11 @@ struct relay_pipeline {
     relay = troupe::spawn_relay(sys, store, publisher, rs);
   }
   ~relay_pipeline() {
-    caf::scoped_actor self{sys};
-    for (auto h :
-         {caf::actor_cast<caf::actor>(relay), caf::actor_cast<caf::actor>(publisher),
-          caf::actor_cast<caf::actor>(store)}) {
-      self->send_exit(h, caf::exit_reason::user_shutdown);
-      self->wait_for(h);
-    }
-    sys.registry().erase(caf::atom("store"));
-    db.reset();
-    std::filesystem::remove_all(dir);
+    stop_then_remove(sys,
+                     {caf::actor_cast<caf::actor>(relay),
+                      caf::actor_cast<caf::actor>(publisher),
+                      caf::actor_cast<caf::actor>(store)},
+                     db, dir);
   }
 };
 
@@ -297,14 +307,10 @@ double consume_rate(caf::actor_system& sys, size_t rows, const std::string& payl
   auto secs = duration<double>(steady_clock::now() - start).count();
   if (applied.load() != rows)
     std::fprintf(stderr, "consume: %zu of %zu events applied\n", applied.load(), rows);
-  for (auto h : {consumer, caf::actor_cast<caf::actor>(broker),
-                 caf::actor_cast<caf::actor>(store)}) {
-    self->send_exit(h, caf::exit_reason::user_shutdown);
-    self->wait_for(h);
-  }
-  sys.registry().erase(caf::atom("store"));
-  db.reset();
-  std::filesystem::remove_all(dir);
+  stop_then_remove(
+      sys,
+      {consumer, caf::actor_cast<caf::actor>(broker), caf::actor_cast<caf::actor>(store)},
+      db, dir);
   return static_cast<double>(rows) / secs;
 }
 

@@ -103,6 +103,19 @@ void sweep_page(Self* self, std::string start_after, int64_t cutoff) {
           [=](caf::error&) { self->state.sweeping = false; });
 }
 
+// What single and batch inboxes set up alike; the first sweep starts the timer.
+template <class Self>
+void start_inbox(Self* self, store_actor store, std::shared_ptr<outbox_sequence> sequence,
+                 inbox_settings settings) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.sequence = std::move(sequence);
+  st.settings = std::move(settings);
+  if (st.settings.dead_letter_destination.empty())
+    st.settings.dead_letter_destination = st.settings.consumer + ".dead-letters";
+  self->send(self, inbox_sweep_atom::value);
+}
+
 template <class Self>
 void sweep(Self* self) {
   auto& st = self->state;
@@ -117,14 +130,8 @@ inbox_consumer_actor::behavior_type
 inbox_consumer(inbox_pointer self, store_actor store,
                std::shared_ptr<outbox_sequence> sequence, inbox_settings settings,
                inbox_apply apply) {
-  auto& st = self->state;
-  st.store = std::move(store);
-  st.sequence = std::move(sequence);
-  st.settings = std::move(settings);
-  st.apply = std::move(apply);
-  if (st.settings.dead_letter_destination.empty())
-    st.settings.dead_letter_destination = st.settings.consumer + ".dead-letters";
-  self->send(self, inbox_sweep_atom::value);
+  start_inbox(self, std::move(store), std::move(sequence), std::move(settings));
+  self->state.apply = std::move(apply);
   return {
       [=](deliver_atom, delivered_event& d) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
@@ -258,14 +265,8 @@ inbox_batch_consumer_actor::behavior_type
 inbox_batch_consumer(inbox_batch_pointer self, store_actor store,
                      std::shared_ptr<outbox_sequence> sequence, inbox_settings settings,
                      inbox_apply_batch apply) {
-  auto& st = self->state;
-  st.store = std::move(store);
-  st.sequence = std::move(sequence);
-  st.settings = std::move(settings);
-  st.apply_batch = std::move(apply);
-  if (st.settings.dead_letter_destination.empty())
-    st.settings.dead_letter_destination = st.settings.consumer + ".dead-letters";
-  self->send(self, inbox_sweep_atom::value);
+  start_inbox(self, std::move(store), std::move(sequence), std::move(settings));
+  self->state.apply_batch = std::move(apply);
   return {
       [=](deliver_batch_atom,
           std::vector<delivered_event>& deliveries) -> caf::result<uint32_t> {
