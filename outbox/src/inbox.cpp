@@ -1,5 +1,6 @@
 #include <troupe/outbox/inbox.hpp>
 
+#include <deque>
 #include <set>
 
 #include <caf/all.hpp>
@@ -191,31 +192,41 @@ struct batch_lookup {
   std::vector<bool> seen;
   size_t waiting = 0;
   caf::error failure;
+  caf::typed_response_promise<uint32_t> rp;
 };
 
 struct inbox_batch_state : inbox_state {
   static inline const char* name = "inbox_batch_consumer";
   inbox_batch_state() = default;
   inbox_apply_batch apply_batch;
+  // One batch at a time, the others queued: a batch applied while an
+  // earlier one's commit is pending could build on state that commit loses.
+  std::deque<std::shared_ptr<batch_lookup>> queued;
+  bool busy = false;
 };
 
 using inbox_batch_pointer =
     inbox_batch_consumer_actor::stateful_pointer<inbox_batch_state>;
 
+void start_next_batch(inbox_batch_pointer self);
+
+// Answers a batch, frees its ids and goes on with the next queued one.
+template <class Answer>
+void finish_batch(inbox_batch_pointer self, const std::shared_ptr<batch_lookup>& lookup,
+                  Answer answer) {
+  for (auto& d : lookup->deliveries)
+    self->state.in_flight.erase(d.event.id);
+  lookup->rp.deliver(std::move(answer));
+  self->state.busy = false;
+  start_next_batch(self);
+}
+
 // Applies what the store has not seen of a delivery and commits it with
 // their ids; answers the count of the delivery (all of it or nothing).
-void apply_lookup(inbox_batch_pointer self, std::shared_ptr<batch_lookup> lookup,
-                  caf::typed_response_promise<uint32_t> rp) {
+void apply_lookup(inbox_batch_pointer self, std::shared_ptr<batch_lookup> lookup) {
   auto& st = self->state;
-  auto release = [self, lookup] {
-    for (auto& d : lookup->deliveries)
-      self->state.in_flight.erase(d.event.id);
-  };
-  if (lookup->failure) {
-    release();
-    rp.deliver(std::move(lookup->failure));
-    return;
-  }
+  if (lookup->failure)
+    return finish_batch(self, lookup, lookup->failure);
   std::vector<const delivered_event*> fresh;
   std::set<std::string_view> ids;
   for (size_t i = 0; i < lookup->deliveries.size(); ++i) {
@@ -227,11 +238,8 @@ void apply_lookup(inbox_batch_pointer self, std::shared_ptr<batch_lookup> lookup
       fresh.push_back(&d);
   }
   auto n = static_cast<uint32_t>(lookup->deliveries.size());
-  if (fresh.empty()) {
-    release();
-    rp.deliver(n);
-    return;
-  }
+  if (fresh.empty())
+    return finish_batch(self, lookup, n);
   outbox_transaction tx{st.sequence};
   {
     // A batch continues its first new event's correlation.
@@ -247,18 +255,41 @@ void apply_lookup(inbox_batch_pointer self, std::shared_ptr<batch_lookup> lookup
   for (auto* d : fresh)
     tx.batch().put(store_column::inbox, st.prefix() + d->event.id, now);
   self->request(st.store, store_timeout, store_commit_atom::value, std::move(tx).take())
-      .then(
-          [=](caf::ok_atom) mutable {
-            release();
-            rp.deliver(n);
-          },
-          [=](caf::error& err) mutable {
-            // The handler may have built state in memory for a batch the
-            // store lost: ending lets the supervisor rebuild it from disk.
-            release();
-            rp.deliver(err);
-            self->quit(std::move(err));
-          });
+      .then([=](caf::ok_atom) { finish_batch(self, lookup, n); },
+            [=](caf::error& err) {
+              // The handler may have built state in memory for a batch the
+              // store lost: ending lets the supervisor rebuild it from disk.
+              // Queued batches were not applied; their brokers deliver them
+              // again.
+              lookup->rp.deliver(err);
+              self->quit(std::move(err));
+            });
+}
+
+void start_next_batch(inbox_batch_pointer self) {
+  auto& st = self->state;
+  if (st.busy || st.queued.empty())
+    return;
+  st.busy = true;
+  auto lookup = st.queued.front();
+  st.queued.pop_front();
+  for (size_t i = 0; i < lookup->deliveries.size(); ++i) {
+    auto answered = [=] {
+      if (--lookup->waiting == 0)
+        apply_lookup(self, lookup);
+    };
+    self->request(st.store, store_timeout, store_get_atom::value, store_column::inbox,
+                  st.prefix() + lookup->deliveries[i].event.id)
+        .then(
+            [=](const caf::optional<std::string>& seen) {
+              lookup->seen[i] = static_cast<bool>(seen);
+              answered();
+            },
+            [=](caf::error& err) {
+              lookup->failure = std::move(err);
+              answered();
+            });
+  }
 }
 
 inbox_batch_consumer_actor::behavior_type
@@ -280,29 +311,14 @@ inbox_batch_consumer(inbox_batch_pointer self, store_actor store,
             return caf::make_error(caf::sec::request_timeout);
         for (auto& d : deliveries)
           st.in_flight.insert(d.event.id);
-        auto rp = self->make_response_promise<uint32_t>();
         auto lookup = std::make_shared<batch_lookup>();
+        lookup->rp = self->make_response_promise<uint32_t>();
         lookup->deliveries = std::move(deliveries);
         lookup->seen.assign(lookup->deliveries.size(), false);
         lookup->waiting = lookup->deliveries.size();
-        for (size_t i = 0; i < lookup->deliveries.size(); ++i) {
-          auto answered = [=] {
-            if (--lookup->waiting == 0)
-              apply_lookup(self, lookup, rp);
-          };
-          self->request(st.store, store_timeout, store_get_atom::value,
-                        store_column::inbox, st.prefix() + lookup->deliveries[i].event.id)
-              .then(
-                  [=](const caf::optional<std::string>& seen) {
-                    lookup->seen[i] = static_cast<bool>(seen);
-                    answered();
-                  },
-                  [=](caf::error& err) {
-                    lookup->failure = std::move(err);
-                    answered();
-                  });
-        }
-        return rp;
+        st.queued.push_back(lookup);
+        start_next_batch(self);
+        return lookup->rp;
       },
       [=](inbox_sweep_atom) { sweep(self); },
   };

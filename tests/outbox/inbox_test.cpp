@@ -207,3 +207,34 @@ TEST_CASE("a poison message in a batch goes to the dead-letter destination while
   CHECK(f.db->get(store_column::inbox, "billing/node-a:2"));
   f.stop(consumer);
 }
+
+TEST_CASE("an inbox batch consumer applies a batch only after the batch before it is "
+          "committed") {
+  troupe::test::events_fixture f;
+  auto committed_before = std::make_shared<std::vector<bool>>();
+  auto db = f.db;
+  auto consumer = troupe::spawn_inbox_batch_consumer_of<order_shipped>(
+      *f.sys, f.store_handle, f.sequence, settings_for("billing"),
+      [committed_before, db](std::vector<order_shipped>&,
+                             const std::vector<const troupe::delivered_event*>&,
+                             troupe::outbox_transaction&) {
+        // Whether the first batch's ids are durable when a batch is applied.
+        committed_before->push_back(
+            db->get(store_column::inbox, "billing/node-a:1").has_value());
+      });
+  // Two deliveries at once, as two partitions of one subscription send them.
+  caf::scoped_actor self{*f.sys};
+  auto first =
+      self->request(consumer, 5s, troupe::deliver_batch_atom::value,
+                    std::vector<troupe::delivered_event>{shipment("node-a:1", "7", 2),
+                                                         shipment("node-a:2", "7", 1)});
+  auto second =
+      self->request(consumer, 5s, troupe::deliver_batch_atom::value,
+                    std::vector<troupe::delivered_event>{shipment("node-a:3", "8", 4)});
+  uint32_t handled = 0;
+  first.receive([&](uint32_t n) { handled += n; }, [](caf::error&) {});
+  second.receive([&](uint32_t n) { handled += n; }, [](caf::error&) {});
+  CHECK(handled == 3);
+  CHECK(*committed_before == std::vector<bool>{false, true});
+  f.stop(consumer);
+}

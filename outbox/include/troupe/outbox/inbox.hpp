@@ -87,7 +87,8 @@ using inbox_batch_consumer_actor =
 
 /// Applies the messages of a delivery not seen before (`fresh`, in delivery
 /// order) to `tx`; returns one entry per message: empty when applied, else
-/// why it cannot be decoded (it then goes to the dead-letter destination).
+/// why it cannot be decoded (it then goes to the dead-letter destination;
+/// write nothing to `tx` for it). Batches are applied one at a time.
 using inbox_apply_batch = std::function<std::vector<std::string>(
     const std::vector<const delivered_event*>& fresh, outbox_transaction&)>;
 
