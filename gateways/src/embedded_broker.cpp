@@ -213,18 +213,6 @@ void deliver_next(broker_pointer self, const std::string& topic,
       });
 }
 
-void subscribe(broker_pointer self, const std::string& topic, const std::string& name,
-               event_subscriber consumer) {
-  auto& st = self->state;
-  auto [it, fresh] = st.groups.try_emplace({topic, name});
-  if (fresh) {
-    auto c = st.committed.find({topic, name});
-    it->second.next = c == st.committed.end() ? 0 : c->second;
-  }
-  it->second.members.push_back(std::move(consumer));
-  deliver_next(self, topic, name);
-}
-
 void sweep_topic(broker_pointer self, std::string topic, int64_t cutoff) {
   self->request(self->state.store, store_timeout, store_scan_atom::value,
                 store_column::state, topic_log_prefix(topic), std::string{},
@@ -358,13 +346,15 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
         return rp;
       },
       [=](subscribe_atom, const std::string& topic, const std::string& name,
-          event_consumer_actor consumer) {
-        subscribe(self, topic, name, std::move(consumer));
-        return caf::ok_atom::value;
-      },
-      [=](subscribe_atom, const std::string& topic, const std::string& name,
           event_subscriber consumer) {
-        subscribe(self, topic, name, std::move(consumer));
+        auto& st = self->state;
+        auto [it, fresh] = st.groups.try_emplace({topic, name});
+        if (fresh) {
+          auto c = st.committed.find({topic, name});
+          it->second.next = c == st.committed.end() ? 0 : c->second;
+        }
+        it->second.members.push_back(std::move(consumer));
+        deliver_next(self, topic, name);
         return caf::ok_atom::value;
       },
       [=](broker_retry_atom, const std::string& topic, const std::string& name) {

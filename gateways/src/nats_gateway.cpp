@@ -872,9 +872,6 @@ bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg** msgs, si
   std::vector<uint64_t> pending(n, 0);
   for (size_t i = 0; i < n; ++i)
     events.push_back(delivery_of(msgs[i], pending[i]));
-  std::vector<std::pair<std::string, uint64_t>> positions;
-  for (auto& d : events)
-    positions.emplace_back(d.topic, d.offset);
   caf::error why;
   auto handled = gateways::deliver_events_waiting(
       self, sh.consumer, sh.settings.deliver_timeout, std::move(events), why);
@@ -888,8 +885,11 @@ bool deliver_pulled(pull_shared& sh, caf::scoped_actor& self, natsMsg** msgs, si
     report_lag(sh, pending[handled - 1]);
   if (handled == n)
     return true;
+  // Read again only here: the failure path, not every delivery, pays for it.
+  uint64_t ignored = 0;
+  auto failed = delivery_of(msgs[handled], ignored);
   spdlog::warn("nats pull consumer {}: {} at {} not acknowledged: {}", sh.durable,
-               positions[handled].first, positions[handled].second, describe(why));
+               failed.topic, failed.offset, describe(why));
   return false;
 }
 

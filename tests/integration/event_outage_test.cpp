@@ -363,7 +363,7 @@ std::vector<received> embedded_contents(const std::filesystem::path& store_path,
               [&](caf::error& err) { error = sys.render(err); });
       REQUIRE(error.empty());
       self->request(broker, 10s, troupe::subscribe_atom::value, topic,
-                    std::string{"outage-test"}, consumer)
+                    std::string{"outage-test"}, troupe::event_subscriber{consumer})
           .receive(
               [](caf::ok_atom) {},
               [&](caf::error& err) { FAIL("cannot subscribe: " << sys.render(err)); });

@@ -32,22 +32,14 @@ std::vector<std::string> publish(troupe::test::events_fixture& f,
   return acks;
 }
 
+/// Subscribes a consumer of single events, or of batches
+/// (`{batch_consumer, max_batch}`), to orders.shipped.
 void subscribe(troupe::test::events_fixture& f,
                const troupe::embedded_broker_actor& broker, std::string group,
-               const troupe::event_consumer_actor& consumer) {
+               troupe::event_subscriber consumer) {
   caf::scoped_actor self{*f.sys};
   self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
-                std::move(group), consumer)
-      .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
-}
-
-void subscribe_batches(troupe::test::events_fixture& f,
-                       const troupe::embedded_broker_actor& broker, std::string group,
-                       const troupe::event_batch_consumer_actor& consumer,
-                       uint32_t max_batch) {
-  caf::scoped_actor self{*f.sys};
-  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
-                std::move(group), troupe::event_subscriber{consumer, max_batch})
+                std::move(group), std::move(consumer))
       .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
 }
 
@@ -67,7 +59,7 @@ TEST_CASE("a batch consumer gets a topic's backlog in append order, in batches o
   publish(f, broker, numbered(25));
   auto seen = std::make_shared<troupe::test::received_batches>();
   auto consumer = f.sys->spawn(troupe::test::recording_batch_consumer, seen);
-  subscribe_batches(f, broker, "analytics", consumer, 10);
+  subscribe(f, broker, "analytics", {consumer, 10});
   REQUIRE(seen->wait_for(25));
   auto batches = seen->batches_seen();
   CHECK(troupe::test::largest(batches) == 10);
@@ -90,7 +82,7 @@ TEST_CASE(
   seen->short_answers = 1;
   seen->short_count = 4;
   auto consumer = f.sys->spawn(troupe::test::recording_batch_consumer, seen);
-  subscribe_batches(f, broker, "reports", consumer, 8);
+  subscribe(f, broker, "reports", {consumer, 8});
   REQUIRE(seen->wait_for(12));
   auto batches = seen->batches_seen();
   REQUIRE(batches.size() >= 2);

@@ -41,7 +41,7 @@ TEST_CASE("events committed with state changes reach an inbox consumer once, eve
       });
   caf::scoped_actor self{*f.sys};
   self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
-                std::string{"billing"}, troupe::event_consumer_actor{consumer})
+                std::string{"billing"}, troupe::event_subscriber{consumer})
       .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
 
   // What a relay that crashed after the broker's ack and before deleting its

@@ -40,7 +40,7 @@ audited_broker(troupe::test::events_fixture& f) {
   auto consumer = f.sys->spawn(troupe::test::recording_consumer, seen);
   caf::scoped_actor self{*f.sys};
   self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
-                std::string{"audit"}, consumer)
+                std::string{"audit"}, troupe::event_subscriber{consumer})
       .receive([](caf::ok_atom) {}, [](caf::error&) { FAIL("subscribe failed"); });
   return {broker, seen};
 }

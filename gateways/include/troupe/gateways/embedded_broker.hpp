@@ -40,8 +40,6 @@ using broker_sweep_atom = caf::atom_constant<caf::atom("brksweep")>;
 using embedded_broker_actor =
     publisher_actor::extend<caf::replies_to<subscribe_atom, std::string, std::string,
                                             event_subscriber>::with<caf::ok_atom>,
-                            caf::replies_to<subscribe_atom, std::string, std::string,
-                                            event_consumer_actor>::with<caf::ok_atom>,
                             caf::reacts_to<broker_retry_atom, std::string, std::string>,
                             caf::reacts_to<broker_sweep_atom>>;
 
