@@ -26,6 +26,7 @@ namespace {
 using next_atom = caf::atom_constant<caf::atom("next")>;
 using retry_start_atom = caf::atom_constant<caf::atom("retrystart")>;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using retry_audit_atom = caf::atom_constant<caf::atom("retryaudit")>;
 
 struct client_state {
   static inline const char* name = "orders_client";
@@ -197,6 +198,14 @@ struct auditor_state {
   size_t services_left = 3;
 };
 
+// A service of the other node may not be in this node's registry yet (the
+// auditor joined through the saga node), and an audit may time out under
+// load: both are retried, as the manager's lookup is, rather than leaving
+// the audit unfinished.
+void retry_audit(caf::stateful_actor<auditor_state>* self, const std::string& name) {
+  self->delayed_send(self, 200ms, retry_audit_atom::value, name);
+}
+
 template <class Handle>
 void audit_service(caf::stateful_actor<auditor_state>* self, const std::string& name) {
   troupe::find_service<Handle>(self, name)
@@ -214,19 +223,32 @@ void audit_service(caf::stateful_actor<auditor_state>* self, const std::string& 
                       }
                     },
                     [=](caf::error& err) {
-                      spdlog::error("audit of {} failed: {}", name,
-                                    troupe::describe(err));
+                      spdlog::warn("audit of {} failed, retrying: {}", name,
+                                   troupe::describe(err));
+                      retry_audit(self, name);
                     });
           },
           [=](caf::error& err) {
-            spdlog::error("audit: {} not found: {}", name, troupe::describe(err));
+            spdlog::warn("audit: {} not found yet, retrying: {}", name,
+                         troupe::describe(err));
+            retry_audit(self, name);
           });
+}
+
+void audit_named_service(caf::stateful_actor<auditor_state>* self,
+                         const std::string& name) {
+  if (name == "inventory")
+    audit_service<inventory_actor>(self, name);
+  else if (name == "payment")
+    audit_service<payment_actor>(self, name);
+  else
+    audit_service<shipping_actor>(self, name);
 }
 
 void audit_sagas(caf::stateful_actor<auditor_state>* self, std::string token) {
   troupe::list_sagas q;
   q.page_size = 500;
-  q.page_token = std::move(token);
+  q.page_token = token;
   self->request(self->state.sagas, 10s, troupe::call_context{}, q)
       .then(
           [=](const troupe::saga_page& page) {
@@ -236,12 +258,13 @@ void audit_sagas(caf::stateful_actor<auditor_state>* self, std::string token) {
               audit_sagas(self, page.next_page_token);
               return;
             }
-            audit_service<inventory_actor>(self, "inventory");
-            audit_service<payment_actor>(self, "payment");
-            audit_service<shipping_actor>(self, "shipping");
+            for (auto name : {"inventory", "payment", "shipping"})
+              audit_named_service(self, name);
           },
           [=](caf::error& err) {
-            spdlog::error("audit: listing sagas failed: {}", troupe::describe(err));
+            spdlog::warn("audit: listing sagas failed, starting over: {}",
+                         troupe::describe(err));
+            self->delayed_send(self, 200ms, retry_start_atom::value, int64_t{0});
           });
 }
 
@@ -262,7 +285,12 @@ caf::actor spawn_auditor(caf::actor_system& sys, const troupe::config&) {
               });
     };
     find();
-    return {[=](retry_start_atom, int64_t) { find(); }};
+    return {
+        [=](retry_start_atom, int64_t) { find(); },
+        [=](retry_audit_atom, const std::string& name) {
+          audit_named_service(self, name);
+        },
+    };
   });
 }
 

@@ -143,7 +143,11 @@ TEST_CASE("sagas survive kill -9 of their node: every saga ends, no step is appl
                                     "--cluster.seeds", address(saga_port)} +
                                 fast_detector,
                             within(patience));
-  REQUIRE(auditor->wait_for_line("audit finished", within(patience)));
+  auto audit_finished = auditor->wait_for_line("audit finished", within(patience));
+  if (!audit_finished)
+    for (auto& line : auditor->lines())
+      UNSCOPED_INFO(line);
+  REQUIRE(audit_finished);
   auto a = read_audit(*auditor.process);
 
   // One saga per order, each in an end state.
