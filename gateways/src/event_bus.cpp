@@ -47,7 +47,8 @@ struct subscription_request {
   std::string destination;
   std::string group;
   caf::actor_addr consumer;
-  uint32_t max_batch = 0; ///< 0: a consumer of single events
+  uint32_t max_batch = 0;       ///< 0: a consumer of single events
+  bool serves_requests = false; ///< consumer is a request_handler_actor
 };
 
 // The subscriber a request names, if its consumer still runs.
@@ -115,6 +116,14 @@ struct event_bus_state {
   // why the bus runs detached.
   std::multimap<caf::actor_addr, std::unique_ptr<kafka_subscription>> kafka;
   std::multimap<caf::actor_addr, caf::actor> nats;
+  // Embedded destinations' request handlers, asked in turn.
+  struct responder {
+    std::string destination;
+    request_handler_actor handler;
+  };
+  std::vector<responder> responders;
+  size_t next_responder = 0;
+  nats_requester_actor nats_requester; ///< spawned by the first NATS request
   std::set<std::string> details;
 
   ~event_bus_state() {
@@ -187,6 +196,85 @@ void apply_subscription(bus_pointer self, const std::string& destination,
   }
 }
 
+const char* no_kafka_requests = "Kafka routes carry no requests: route the destination "
+                                "to nats or embedded in events.routes";
+
+void apply_responder(bus_pointer self, const std::string& destination,
+                     const std::string& group, const request_handler_actor& handler) {
+  auto& st = self->state;
+  auto broker = st.settings.broker_for(destination);
+  auto subject =
+      "events requests " + destination + " (" + broker + ", group " + group + ")";
+  self->monitor(handler);
+  auto failing = [self, subject, destination](const std::string& why) {
+    spdlog::error("event bus: cannot serve requests on {}: {}", destination, why);
+    show_subscription(self, subject, "failing: " + why);
+  };
+  if (broker == "embedded") {
+    st.responders.push_back({destination, handler});
+    show_subscription(self, subject, "serving");
+    return;
+  }
+  if (broker == "kafka")
+    return failing(no_kafka_requests);
+  if (!st.nats_config)
+    return failing("no nats gateway runs on this node");
+  auto sub =
+      spawn_nats_responder(self->system(), *st.nats_config, destination, group, handler);
+  self->link_to(sub);
+  st.nats.emplace(handler.address(), caf::actor_cast<caf::actor>(sub));
+  self->request(sub, std::chrono::seconds(30), nats_ready_atom::value)
+      .then([=](caf::ok_atom) { show_subscription(self, subject, "serving"); },
+            [=](caf::error& err) { failing(self->system().render(err)); });
+}
+
+void apply(bus_pointer self, const subscription_request& r) {
+  if (r.serves_requests) {
+    if (auto handler = caf::actor_cast<request_handler_actor>(r.consumer))
+      apply_responder(self, r.destination, r.group, handler);
+  } else if (auto consumer = subscriber_of(r.consumer, r.max_batch)) {
+    apply_subscription(self, r.destination, r.group, consumer);
+  }
+}
+
+caf::result<std::string> route_request(bus_pointer self, const std::string& destination,
+                                       std::string& payload, caf::timespan deadline) {
+  auto& st = self->state;
+  auto broker = st.settings.broker_for(destination);
+  if (broker == "kafka")
+    return make_error(errc::rejected, destination + ": " + no_kafka_requests);
+  if (broker == "nats") {
+    if (!st.nats_config)
+      return make_error(errc::service_unavailable, "no nats gateway runs on this node");
+    if (!st.nats_requester) {
+      st.nats_requester = spawn_nats_requester(self->system(), *st.nats_config);
+      self->link_to(st.nats_requester);
+    }
+    return self->delegate(st.nats_requester, nats_request_atom::value, destination,
+                          std::move(payload), deadline);
+  }
+  // Embedded: the handlers of this node whose destination matches, in turn.
+  std::vector<size_t> matching;
+  for (size_t i = 0; i < st.responders.size(); ++i)
+    if (subject_matches(st.responders[i].destination, destination))
+      matching.push_back(i);
+  if (matching.empty())
+    return make_error(errc::service_unavailable,
+                      "nobody serves requests on " + destination + " on this node");
+  auto& handler = st.responders[matching[st.next_responder++ % matching.size()]].handler;
+  auto rp = self->make_response_promise<std::string>();
+  self->request(handler, deadline, serve_request_atom::value, destination,
+                std::move(payload))
+      .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
+            [rp, destination](caf::error& err) mutable {
+              if (err == caf::sec::request_timeout)
+                rp.deliver(make_error(errc::timeout, "no reply from " + destination));
+              else
+                rp.deliver(make_error(errc::rejected, describe(err)));
+            });
+  return rp;
+}
+
 void drop_subscriptions_of(bus_pointer self, const caf::actor_addr& consumer) {
   auto& st = self->state;
   for (auto [it, end] = st.kafka.equal_range(consumer); it != end; ++it)
@@ -197,6 +285,10 @@ void drop_subscriptions_of(bus_pointer self, const caf::actor_addr& consumer) {
     self->send_exit(it->second, caf::exit_reason::user_shutdown);
   }
   st.nats.erase(consumer);
+  st.responders.erase(
+      std::remove_if(st.responders.begin(), st.responders.end(),
+                     [&](auto& r) { return r.handler.address() == consumer; }),
+      st.responders.end());
   std::lock_guard<std::mutex> guard{subscriptions_mtx};
   subscriptions.erase(std::remove_if(subscriptions.begin(), subscriptions.end(),
                                      [&](auto& s) { return s.consumer == consumer; }),
@@ -273,15 +365,18 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
     pending = subscriptions;
   }
   for (auto& p : pending)
-    if (auto consumer = subscriber_of(p.consumer, p.max_batch))
-      apply_subscription(self, p.destination, p.group, consumer);
+    apply(self, p);
   self->set_down_handler(
       [self](const caf::down_msg& down) { drop_subscriptions_of(self, down.source); });
   return {
       [self](apply_subscription_atom, const std::string& destination,
-             const std::string& group, const caf::actor_addr& addr, uint32_t max_batch) {
-        if (auto consumer = subscriber_of(addr, max_batch))
-          apply_subscription(self, destination, group, consumer);
+             const std::string& group, const caf::actor_addr& addr, uint32_t max_batch,
+             bool serves_requests) {
+        apply(self, {destination, group, addr, max_batch, serves_requests});
+      },
+      [self](bus_request_atom, const std::string& destination, std::string& payload,
+             caf::timespan deadline) -> caf::result<std::string> {
+        return route_request(self, destination, payload, deadline);
       },
   };
 }
@@ -332,10 +427,17 @@ void add_event_bus(node& n) {
     node_sequence = std::move(seq);
     node_inbox_retention = event_bus_settings_from(cfg).inbox_retention;
   });
-  n.actor("events", [](caf::actor_system& sys, const config& cfg) {
-    return sys.spawn<caf::detached>(event_bus, event_bus_settings_from(cfg),
-                                    embedded_broker_settings_from(cfg), cfg);
-  });
+  n.actor("events", spawn_event_bus);
+}
+
+caf::actor spawn_event_bus(caf::actor_system& sys, const config& cfg) {
+  return sys.spawn<caf::detached>(event_bus, event_bus_settings_from(cfg),
+                                  embedded_broker_settings_from(cfg), cfg);
+}
+
+bus_requests_actor bus_requests(caf::actor_system&) {
+  std::lock_guard<std::mutex> guard{subscriptions_mtx};
+  return caf::actor_cast<bus_requests_actor>(running_bus);
 }
 
 event_bus_handles local_event_bus(caf::actor_system& sys) {
@@ -355,18 +457,18 @@ event_bus_handles local_event_bus(caf::actor_system& sys) {
 namespace {
 
 void add_subscription(std::string destination, std::string group, caf::actor_addr addr,
-                      uint32_t max_batch) {
+                      uint32_t max_batch, bool serves_requests = false) {
   caf::actor bus;
   {
     std::lock_guard<std::mutex> guard{subscriptions_mtx};
-    subscriptions.push_back({destination, group, addr, max_batch});
+    subscriptions.push_back({destination, group, addr, max_batch, serves_requests});
     bus = caf::actor_cast<caf::actor>(running_bus);
   }
   // A bus starting meanwhile reads the list after setting running_bus, so
   // the subscription is applied exactly once either way.
   if (bus)
     caf::anon_send(bus, apply_subscription_atom::value, std::move(destination),
-                   std::move(group), std::move(addr), max_batch);
+                   std::move(group), std::move(addr), max_batch, serves_requests);
 }
 
 } // namespace
@@ -381,6 +483,11 @@ void subscribe_event_batches(caf::actor_system&, std::string destination,
                              uint32_t max_batch) {
   add_subscription(std::move(destination), std::move(group), consumer.address(),
                    std::max<uint32_t>(1, max_batch));
+}
+
+void serve_requests(caf::actor_system&, std::string destination, std::string group,
+                    request_handler_actor handler) {
+  add_subscription(std::move(destination), std::move(group), handler.address(), 0, true);
 }
 
 } // namespace troupe::gateways

@@ -111,7 +111,7 @@ nats_subscription_actor spawn_nats_pull_consumer(caf::actor_system& sys,
                                                  event_subscriber consumer);
 
 using nats_request_atom = caf::atom_constant<caf::atom("natsreq")>;
-using nats_serve_atom = caf::atom_constant<caf::atom("natsserve")>;
+using nats_serve_atom = serve_request_atom;
 
 /// Calls a NATS responder: answers the reply's payload; errc::timeout when
 /// no reply came within the deadline, errc::service_unavailable when no
@@ -123,9 +123,9 @@ using nats_requester_actor =
 
 nats_requester_actor spawn_nats_requester(caf::actor_system& sys, nats_settings settings);
 
-/// What serves NATS requests: (subject, payload) -> reply payload.
-using nats_handler_actor = caf::typed_actor<
-    caf::replies_to<nats_serve_atom, std::string, std::string>::with<std::string>>;
+/// What serves NATS requests: (subject, payload) -> reply payload, as any
+/// request over a broker is served.
+using nats_handler_actor = request_handler_actor;
 
 /// Answers NATS requests on `subject` (queue group `queue_group`, may be
 /// empty) by asking `handler` within deliver_timeout. An error answer or

@@ -100,6 +100,14 @@ using event_consumer_actor =
 using event_batch_consumer_actor = caf::typed_actor<
     caf::replies_to<deliver_batch_atom, std::vector<delivered_event>>::with<uint32_t>>;
 
+using serve_request_atom = caf::atom_constant<caf::atom("evserve")>;
+
+/// What answers requests sent over a broker: (destination, request) -> reply,
+/// both encoded as events are (event_codec.hpp). An error answer reaches the
+/// requester as errc::rejected with its text.
+using request_handler_actor = caf::typed_actor<
+    caf::replies_to<serve_request_atom, std::string, std::string>::with<std::string>>;
+
 /// Whom a broker subscription delivers to: single events to `consumer`, or
 /// batches of up to `max_batch` events to `batch_consumer`.
 struct event_subscriber {
