@@ -87,6 +87,13 @@ void declare_event_bus_config(config_schema& s) {
       .min(1ms)
       .max(1h)
       .describe("How long the relay waits for a broker's acknowledgement.");
+  s.declare("events.relay.max_rate", value_kind::floating)
+      .default_value("0")
+      .min(0)
+      .max(10000000)
+      .describe("Rows per second the relay publishes at most (a second's worth in a "
+                "burst), so a backlog left by an outage does not flood the broker; 0: "
+                "no limit.");
   s.declare("events.inbox.retention", value_kind::duration)
       .default_value("168h")
       .min(1ms)
@@ -129,6 +136,7 @@ event_bus_settings event_bus_settings_from(const config& cfg) {
   rs.backoff.initial = millis(cfg, "events.relay.backoff");
   rs.backoff.max = millis(cfg, "events.relay.max_backoff");
   rs.publish_timeout = millis(cfg, "events.relay.publish_timeout");
+  rs.max_rate = cfg.get_double("events.relay.max_rate");
   if (rs.backoff.max < rs.backoff.initial)
     throw config_error("events.relay.max_backoff",
                        "is shorter than events.relay.backoff");

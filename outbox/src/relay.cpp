@@ -15,6 +15,7 @@
 
 #include "outbox_metrics.hpp"
 #include <spdlog/spdlog.h>
+#include <troupe/actors/token_bucket.hpp>
 
 namespace troupe {
 
@@ -82,6 +83,10 @@ struct relay_state {
   // When the earliest row passed over in this round becomes due; none: max.
   int64_t behind_due_ms = never;
   bool full_round = false;
+  // events.relay.max_rate; none: unlimited. A wake-up is pending while the
+  // relay waits for a token.
+  std::optional<resilience::token_bucket> pace;
+  bool pace_wake_pending = false;
   uint32_t scanned = 0;
   int64_t oldest_ms = 0;
   // Per route: its gauges and this full round's rows and oldest commit
@@ -300,6 +305,11 @@ void publish_picked(relay_pointer self) {
     st.in_flight_rows.insert(kv.first);
     events.push_back(kv.second.event);
   }
+  if (st.pace) {
+    auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < call.rows.size(); ++i)
+      st.pace->try_take(now);
+  }
   auto number = call.number;
   auto count = call.rows.size();
   st.in_flight.push_back(std::move(call));
@@ -315,6 +325,17 @@ void publish_picked(relay_pointer self) {
           });
 }
 
+/// A batch, or what the rate limit allows now (at least one: pump waits
+/// for a token before scanning).
+size_t rows_wanted(relay_state& st) {
+  size_t want = st.settings.batch_size;
+  if (st.pace) {
+    auto allowed = st.pace->available(std::chrono::steady_clock::now());
+    want = std::clamp<size_t>(static_cast<size_t>(allowed), 1, want);
+  }
+  return want;
+}
+
 void scan_outbox(relay_pointer self) {
   auto& st = self->state;
   self->request(st.store, store_timeout, store_scan_atom::value, store_column::outbox,
@@ -323,7 +344,7 @@ void scan_outbox(relay_pointer self) {
           [=](scan_page& page) {
             auto& st = self->state;
             auto now = unix_millis();
-            auto want = st.settings.batch_size;
+            auto want = rows_wanted(st);
             size_t consumed = 0;
             for (auto& [key, value] : page.entries) {
               if (st.picking.size() >= want)
@@ -404,6 +425,19 @@ void pump(relay_pointer self) {
   if (st.scanning || st.committing || !(st.more || st.restart) ||
       st.in_flight.size() >= st.settings.max_in_flight)
     return;
+  if (st.pace) {
+    auto wait = st.pace->time_to_next(std::chrono::steady_clock::now());
+    if (wait > std::chrono::nanoseconds::zero()) {
+      if (!st.pace_wake_pending) {
+        st.pace_wake_pending = true;
+        self->delayed_send(self,
+                           std::chrono::duration_cast<std::chrono::microseconds>(wait) +
+                               std::chrono::microseconds(1),
+                           relay_pace_atom::value);
+      }
+      return;
+    }
+  }
   if (st.restart || (st.at_end && unix_millis() >= st.behind_due_ms)) {
     st.cursor.clear();
     st.held_keys.clear();
@@ -506,11 +540,17 @@ relay_actor::behavior_type relay(relay_pointer self, store_actor store,
     self->state.settings.batch_size = 1;
   if (self->state.settings.max_in_flight == 0)
     self->state.settings.max_in_flight = 1;
+  if (auto rate = self->state.settings.max_rate; rate > 0)
+    self->state.pace.emplace(rate, std::max(1.0, rate), std::chrono::steady_clock::now());
   self->send(self->state.store, store_watch_atom::value, store_column::outbox,
              caf::actor_cast<caf::actor>(self));
   self->send(self, relay_poll_atom::value);
   return {
       [=](relay_wake_atom) { look_for_rows(self, false); },
+      [=](relay_pace_atom) {
+        self->state.pace_wake_pending = false;
+        pump(self);
+      },
       [=](store_changed_atom, store_column) { look_for_rows(self, false); },
       [=](relay_poll_atom) {
         look_for_rows(self, true);

@@ -607,11 +607,9 @@ TEST_CASE("a node killed -9 while its relay publishes to the embedded broker pub
   REQUIRE(eventually(within(20s), [&] { return all_ended(node.http_port, sagas); }));
   kill_hard(node);
 
-  // The next start publishes them one per broker call, one call at a time:
-  // publishing takes long enough to be killed in.
-  const strings one_by_one{"--events.relay.batch_size", "1",
-                           "--events.relay.max_in_flight", "1"};
-  node = start_order_node(store, one_by_one);
+  // The next start publishes five rows a second: publishing takes long
+  // enough to be killed in.
+  node = start_order_node(store, {"--events.relay.max_rate", "5"});
   relay_metrics seen;
   bool publishing = eventually(
       within(10s),

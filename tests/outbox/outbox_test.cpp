@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -493,4 +494,51 @@ TEST_CASE("the backlog is reported per route, and counts down as rows leave") {
       [&] { return backlog_of("orders.*") == 0 && backlog_of("*") == 0; }));
   f.stop(relay);
   f.stop(broker);
+}
+
+TEST_CASE(
+    "a relay with max_rate publishes a backlog a second's worth at once and the rest "
+    "no faster than the rate, in commit order") {
+  troupe::test::events_fixture f;
+  std::vector<std::pair<std::string, int32_t>> shipments;
+  for (int i = 0; i < 12; ++i)
+    shipments.emplace_back("k", i);
+  emit_shipments(f, shipments);
+  auto publisher = f.sys->spawn(held_publisher);
+  auto rs = fast_relay();
+  rs.max_rate = 10;
+  auto relay = troupe::spawn_relay(
+      *f.sys, f.store_handle, caf::actor_cast<troupe::publisher_actor>(publisher), rs);
+  REQUIRE(troupe::test::eventually(
+      [&] { return held_calls(*f.sys, publisher).size() == 1; }));
+  auto first_seen = std::chrono::steady_clock::now();
+  // A batch would hold all twelve; the bucket holds ten.
+  CHECK(held_calls(*f.sys, publisher)[0].size() == 10);
+  answer_call(*f.sys, publisher, 0, std::vector<std::string>(10));
+
+  // The other two need a token each, 100 ms apart, after the first ten.
+  size_t answered = 1;
+  size_t rows = 10;
+  bool all = troupe::test::eventually([&] {
+    auto calls = held_calls(*f.sys, publisher);
+    for (; answered < calls.size(); ++answered) {
+      rows += calls[answered].size();
+      answer_call(*f.sys, publisher, answered,
+                  std::vector<std::string>(calls[answered].size()));
+    }
+    return rows == 12;
+  });
+  auto took = std::chrono::steady_clock::now() - first_seen;
+  REQUIRE(all);
+  CHECK(took >= 100ms);
+  std::vector<int32_t> order;
+  for (auto& call : held_calls(*f.sys, publisher))
+    for (auto& ev : call)
+      order.push_back(troupe::decode_event<order_shipped>(ev.payload)->quantity);
+  std::vector<int32_t> expected(12);
+  std::iota(expected.begin(), expected.end(), 0);
+  CHECK(order == expected);
+  CHECK(troupe::test::eventually([&] { return f.rows(store_column::outbox).empty(); }));
+  f.stop(relay);
+  f.stop(publisher);
 }

@@ -25,6 +25,10 @@ struct relay_settings {
   uint32_t max_attempts = 10;
   relay_backoff backoff;
   std::chrono::milliseconds publish_timeout{10000};
+  /// Rows published per second at most, so a backlog left by an outage does
+  /// not flood the broker at once; up to a second's worth go in a burst.
+  /// Zero: as fast as the broker acknowledges.
+  double max_rate = 0;
   /// The route serving a destination, for the per-route backlog metrics;
   /// none: every row counts under "*".
   std::function<std::string(const std::string& destination)> route_of;
@@ -32,6 +36,7 @@ struct relay_settings {
 
 using relay_wake_atom = caf::atom_constant<caf::atom("rlwake")>;
 using relay_poll_atom = caf::atom_constant<caf::atom("rlpoll")>;
+using relay_pace_atom = caf::atom_constant<caf::atom("rlpace")>;
 using list_dead_letters_atom = caf::atom_constant<caf::atom("dlqlist")>;
 using redrive_atom = caf::atom_constant<caf::atom("dlqredrive")>;
 using redrive_all_atom = caf::atom_constant<caf::atom("dlqredrall")>;
@@ -46,7 +51,7 @@ using redrive_all_atom = caf::atom_constant<caf::atom("dlqredrall")>;
 /// id) or all back to the outbox; answers how many.
 using relay_actor = caf::typed_actor<
     caf::reacts_to<relay_wake_atom>, caf::reacts_to<relay_poll_atom>,
-    caf::reacts_to<store_changed_atom, store_column>,
+    caf::reacts_to<relay_pace_atom>, caf::reacts_to<store_changed_atom, store_column>,
     caf::replies_to<list_dead_letters_atom, uint32_t>::with<std::vector<outbox_row>>,
     caf::replies_to<redrive_atom, std::string>::with<uint32_t>,
     caf::replies_to<redrive_all_atom>::with<uint32_t>>;
