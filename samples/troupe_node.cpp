@@ -33,13 +33,16 @@ int main(int argc, char** argv) {
   node.actor("orders_auditor", orders::spawn_auditor, troupe::restart_policy::temporary);
   node.actor("order_notifications", orders::spawn_order_notifications);
   node.actor("order_sales", orders::spawn_order_sales);
-  // Sagas need a store path, the client and auditor are load and checks,
-  // notifications and sales need the event bus: each runs only where services.enabled
-  // names it.
+  node.actor("sales_report", orders::spawn_sales_report,
+             troupe::restart_policy::temporary);
+  // Sagas need a store path, the client, auditor and report are load and
+  // checks, notifications and sales need the event bus: each runs only where
+  // services.enabled names it.
   node.only_when_named(troupe::saga_manager_name)
       .only_when_named("orders_client")
       .only_when_named("orders_auditor")
       .only_when_named("order_notifications")
-      .only_when_named("order_sales");
+      .only_when_named("order_sales")
+      .only_when_named("sales_report");
   return node.run(argc, argv);
 }

@@ -35,7 +35,9 @@ void add_messages(troupe::message_catalog& c) {
       .add<audit_applications>("orders.audit_applications")
       .add<applications>("orders.applications")
       .add<order_completed>("orders.order_completed")
-      .add<order_compensated>("orders.order_compensated");
+      .add<order_compensated>("orders.order_compensated")
+      .add<sales_query>("orders.sales_query")
+      .add<sales_figure>("orders.sales_figure");
 }
 
 void declare_config(troupe::config_schema& s) {
@@ -61,6 +63,14 @@ void declare_config(troupe::config_schema& s) {
       .min(1)
       .max(10000)
       .describe("Completed orders the sales totals take from the broker at once.");
+  s.declare("sales_report.sku", value_kind::string)
+      .default_value("widget")
+      .describe("The item whose units sold the sales report asks for.");
+  s.declare("sales_report.deadline", value_kind::duration)
+      .default_value("2s")
+      .min(std::chrono::milliseconds(1))
+      .max(std::chrono::minutes(10))
+      .describe("How long the sales report waits for the answer.");
   s.declare("orders_client.count", value_kind::integer)
       .default_value("10")
       .min(0)

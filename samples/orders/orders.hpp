@@ -172,6 +172,29 @@ typename Inspector::result_type inspect(Inspector& f, order_compensated& x) {
   return f(caf::meta::type_name("order_compensated"), x.order_id, x.status, x.reason);
 }
 
+/// Asks the sales totals, over the event bus (destination `orders.sales`),
+/// how many units of `sku` have been sold.
+struct sales_query {
+  std::string sku;
+};
+/// Their answer: units of `sku` in the completed orders counted so far.
+struct sales_figure {
+  std::string sku;
+  int64_t units = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sales_query& x) {
+  return f(caf::meta::type_name("sales_query"), x.sku);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sales_figure& x) {
+  return f(caf::meta::type_name("sales_figure"), x.sku, x.units);
+}
+
+/// Where order_sales answers sales queries.
+inline constexpr const char* sales_destination = "orders.sales";
+
 using audited = troupe::handles<audit_applications, applications>;
 
 using orders_actor = troupe::service<troupe::handles<validate_order, order_validated>>;
@@ -203,7 +226,12 @@ caf::actor spawn_orders_client(caf::actor_system& sys, const troupe::config& cfg
 caf::actor spawn_order_notifications(caf::actor_system& sys, const troupe::config& cfg);
 /// Keeps units sold per SKU from orders.completed, taking the events in
 /// batches of up to `order_sales.max_batch`, each event counted once.
+/// Also answers sales_query requests on orders.sales (a NATS queue group
+/// when the destination is routed to NATS).
 caf::actor spawn_order_sales(caf::actor_system& sys, const troupe::config& cfg);
+/// Asks order_sales once for `sales_report.sku` over the event bus, logs
+/// the figure or the error, then stops (what a reporting job would do).
+caf::actor spawn_sales_report(caf::actor_system& sys, const troupe::config& cfg);
 /// Prints every saga's end state and every service's applications per key
 /// (what the crash-recovery test checks), then stops.
 caf::actor spawn_auditor(caf::actor_system& sys, const troupe::config& cfg);

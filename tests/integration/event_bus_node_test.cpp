@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "support/http_get.hpp"
+#include "support/nats_server_process.hpp"
 #include "support/node_process.hpp"
 
 namespace {
@@ -235,4 +236,88 @@ TEST_CASE("a stream processor taking the order saga's end events in batches coun
       CHECK(std::stoi(m[1]) <= 15);
     }
   }
+}
+
+TEST_CASE("a sales report asks the sales totals over the embedded broker and logs the "
+          "units they reloaded from the store",
+          "[events][sagas]") {
+  temp_dir dir;
+  auto store = (dir.path() / "store").string();
+  {
+    // Orders 1, 2, 4 and 5 complete, all widgets: 2 + 3 + 2 + 3 units.
+    auto node = start_node("a",
+                           {"--services.enabled",
+                            "[sagas, orders, inventory, payment, shipping, events, "
+                            "orders_client, order_sales]",
+                            "--store.path", store, "--orders_client.count", "6",
+                            "--orders_client.fail_every", "3"},
+                           within(20s));
+    auto line = node->wait_for_line("sales: 10 units of widget sold", within(30s));
+    INFO("output:\n" << node->output());
+    REQUIRE(line);
+    node->kill(SIGTERM);
+    REQUIRE(node->wait_exit(within(30s)) == 0);
+  }
+  // The report starts with the totals: it asks again until they serve.
+  auto node = start_node("a",
+                         {"--services.enabled", "[events, order_sales, sales_report]",
+                          "--store.path", store, "--sales_report.deadline", "10s"},
+                         within(20s));
+  auto report = node->wait_for_line("sales report:", within(15s));
+  INFO("output:\n" << node->output());
+  REQUIRE(report);
+  CHECK(contains(*report, "sales report: 10 units of widget sold"));
+}
+
+TEST_CASE("a sales report on one node gets its figure from the sales totals on another "
+          "through a NATS queue group, and a clear error while nobody serves them",
+          "[events][sagas][nats]") {
+  temp_dir dir;
+  nats_server_process nats{dir.path() / "js", free_port()};
+  nats.start();
+  auto nats_flags = [&](std::vector<std::string> args) {
+    for (auto& a : {std::string{"--events.routes"}, std::string{"[orders.sales=nats]"},
+                    std::string{"--events.nats.servers"}, "[" + nats.url() + "]"})
+      args.push_back(a);
+    return args;
+  };
+  auto report_args = [&](const std::string& deadline) {
+    return nats_flags({"--services.enabled", "[events, sales_report]", "--store.path",
+                       (dir.path() / "report").string(), "--sales_report.deadline",
+                       deadline});
+  };
+  {
+    auto early = start_node("report", report_args("300ms"), within(20s));
+    auto line = early->wait_for_line("sales report:", within(15s));
+    INFO("output:\n" << early->output());
+    REQUIRE(line);
+    CHECK(contains(*line, "sales report: no figure: service_unavailable"));
+  }
+
+  auto sales = start_node(
+      "sales",
+      nats_flags({"--services.enabled",
+                  "[sagas, orders, inventory, payment, shipping, "
+                  "events, orders_client, order_sales]",
+                  "--store.path", (dir.path() / "sales").string(),
+                  "--orders_client.count", "6", "--orders_client.fail_every", "3"}),
+      within(20s));
+  auto counted = sales->wait_for_line("sales: 10 units of widget sold", within(30s));
+  std::string readyz;
+  bool serving = eventually(within(15s), [&] {
+    auto r = http_get(sales.status_port, "/readyz");
+    readyz = r ? r->body : "";
+    return contains(readyz,
+                    "events requests orders.sales (nats, group order-sales): serving");
+  });
+  INFO("sales output:\n" << sales->output() << "\nreadyz:\n" << readyz);
+  REQUIRE(counted);
+  REQUIRE(serving);
+
+  // The report's node runs no sales totals: only NATS can answer it.
+  auto report = start_node("report", report_args("10s"), within(20s));
+  auto line = report->wait_for_line("sales report:", within(15s));
+  INFO("report output:\n" << report->output());
+  REQUIRE(line);
+  CHECK(contains(*line, "sales report: 10 units of widget sold"));
 }

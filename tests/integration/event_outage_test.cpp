@@ -36,6 +36,7 @@
 #include "outbox/events_fixture.hpp"
 #include "support/http_get.hpp"
 #include "support/nats_client.hpp"
+#include "support/nats_server_process.hpp"
 #include "support/node_process.hpp"
 
 namespace {
@@ -44,7 +45,6 @@ using namespace std::chrono_literals;
 using namespace troupe::test;
 using strings = std::vector<std::string>;
 
-constexpr const char* nats_server_binary = "/usr/sbin/nats-server";
 constexpr const char* stream_name = "ORDERS";
 
 bool contains(const std::string& text, const std::string& part) {
@@ -252,42 +252,6 @@ bool drained(const order_node& n, double min_published, steady::time_point deadl
 
 // -- nats-server ---------------------------------------------------------------
 
-/// A nats-server with JetStream on `port`, its store in `store`. Restarting
-/// it (stop, then start) keeps the port and the stored streams.
-class nats_server {
-public:
-  nats_server(std::filesystem::path store, uint16_t port)
-      : store_(std::move(store))
-      , port_(port) {}
-
-  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
-
-  void start() {
-    proc_ =
-        std::make_unique<node_process>(nats_server_binary,
-                                       strings{"-js", "-sd", store_.string(), "-a",
-                                               "127.0.0.1", "-p", std::to_string(port_)},
-                                       std::map<std::string, std::string>{}, "nats");
-    // The server logs this once JetStream has restored its streams.
-    REQUIRE(proc_->wait_for_line("Server is ready", within(10s)));
-  }
-
-  /// SIGKILL: the server vanishes mid-stream, as in a crash.
-  void stop() {
-    if (!proc_)
-      return;
-    proc_->kill(SIGKILL);
-    proc_->wait_exit(within(10s));
-    proc_.reset();
-  }
-
-private:
-  std::filesystem::path store_;
-  uint16_t port_;
-  std::unique_ptr<node_process> proc_;
-};
-
-/// The test's own nats.c connection.
 /// One event as a consumer received it.
 struct received {
   std::string id;  ///< Nats-Msg-Id, or the embedded broker's message id
@@ -429,7 +393,7 @@ TEST_CASE("a NATS server stopped mid-stream backs the outbox up while the node k
           "once",
           "[events][nats]") {
   temp_dir dir;
-  nats_server nats{dir.path() / "js", free_port()};
+  nats_server_process nats{dir.path() / "js", free_port()};
   nats.start();
   auto node = start_order_node(dir.path() / "store", nats_flags(nats.url()));
 
@@ -483,7 +447,7 @@ TEST_CASE("events committed while the NATS server is down survive a kill -9 of t
           "node and are each published once after the restart",
           "[events][nats]") {
   temp_dir dir;
-  nats_server nats{dir.path() / "js", free_port()};
+  nats_server_process nats{dir.path() / "js", free_port()};
   auto store = dir.path() / "store";
   auto node = start_order_node(store, nats_flags(nats.url()));
   std::vector<std::string> sagas;
@@ -518,7 +482,7 @@ TEST_CASE("a node killed -9 while it publishes its outbox to NATS publishes the 
           "[events][nats]") {
   constexpr int n = 60;
   temp_dir dir;
-  nats_server nats{dir.path() / "js", free_port()};
+  nats_server_process nats{dir.path() / "js", free_port()};
   auto store = dir.path() / "store";
   // One row per publish call and one call at a time: publishing 60 rows
   // takes long enough to be killed in.
@@ -639,7 +603,7 @@ TEST_CASE(
     "end event once, and a restarted node does not apply them again",
     "[events][nats]") {
   temp_dir dir;
-  nats_server nats{dir.path() / "js", free_port()};
+  nats_server_process nats{dir.path() / "js", free_port()};
   nats.start();
   auto store = dir.path() / "store";
   auto services = std::string{"[sagas, orders, inventory, payment, shipping, gateway, "
