@@ -15,7 +15,7 @@
 
 #include "outbox_metrics.hpp"
 #include <spdlog/spdlog.h>
-#include <troupe/actors/token_bucket.hpp>
+#include <troupe/runtime/token_bucket.hpp>
 
 namespace troupe {
 
@@ -85,7 +85,7 @@ struct relay_state {
   bool full_round = false;
   // events.relay.max_rate; none: unlimited. A wake-up is pending while the
   // relay waits for a token.
-  std::optional<resilience::token_bucket> pace;
+  std::optional<token_bucket> pace;
   bool pace_wake_pending = false;
   uint32_t scanned = 0;
   int64_t oldest_ms = 0;

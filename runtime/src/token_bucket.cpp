@@ -1,9 +1,9 @@
-#include <troupe/actors/token_bucket.hpp>
+#include <troupe/runtime/token_bucket.hpp>
 
 #include <algorithm>
 #include <cmath>
 
-namespace troupe::resilience {
+namespace troupe {
 
 token_bucket::token_bucket(double rate, double burst, time_point now)
     : rate_per_ns_(std::max(rate, 0.0) / 1e9)
@@ -42,4 +42,4 @@ std::chrono::nanoseconds token_bucket::time_to_next(time_point now) {
       static_cast<int64_t>(std::ceil((1.0 - tokens_) / rate_per_ns_))};
 }
 
-} // namespace troupe::resilience
+} // namespace troupe
