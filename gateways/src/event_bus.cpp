@@ -267,10 +267,19 @@ caf::result<std::string> route_request(bus_pointer self, const std::string& dest
                 std::move(payload))
       .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
             [rp, destination](caf::error& err) mutable {
-              if (err == caf::sec::request_timeout)
+              // The handler's own refusals arrive as rejected; a handler
+              // that is gone by now is nobody serving, worth asking again.
+              switch (classify(err)) {
+              case errc::timeout:
                 rp.deliver(make_error(errc::timeout, "no reply from " + destination));
-              else
+                break;
+              case errc::service_unavailable:
+                rp.deliver(make_error(errc::service_unavailable,
+                                      "the handler of " + destination + " is gone"));
+                break;
+              default:
                 rp.deliver(make_error(errc::rejected, describe(err)));
+              }
             });
   return rp;
 }

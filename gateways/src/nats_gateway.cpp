@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -689,7 +691,9 @@ void confirm_subscribed(connection& c, const nats_settings& s, readiness& r) {
 template <class Self, class Handle>
 void end_with(Self* self, const Handle& target) {
   self->monitor(target);
-  self->set_down_handler([=](caf::down_msg& dm) { self->quit(dm.reason); });
+  // Normal, not the target's reason: whoever links to this actor (the event
+  // bus) must not go down with a consumer it no longer serves.
+  self->set_down_handler([=](caf::down_msg&) { self->quit(caf::exit_reason::normal); });
 }
 
 // -- core subscriber ------------------------------------------------------------
@@ -998,6 +1002,32 @@ using requester_impl = nats_requester_actor::extend<
     caf::reacts_to<nats_reply_atom, std::string, bool, headers_list, std::string>,
     caf::reacts_to<nats_expire_atom, uint64_t>>;
 
+/// The code of an error reply: what the responder classified it as, where
+/// it tells the requester more than "refused".
+errc reply_error_code(const std::string& code) {
+  if (code == to_string(errc::timeout))
+    return errc::timeout;
+  if (code == to_string(errc::service_unavailable))
+    return errc::service_unavailable;
+  return errc::rejected;
+}
+
+/// The time a request's handler gets: what its requester waits (troupe's
+/// requesters say so in a header), else `fallback`.
+caf::timespan request_deadline(const headers_list& headers,
+                               std::chrono::milliseconds fallback) {
+  constexpr int64_t longest_ms = 3600 * 1000;
+  for (auto& [k, v] : headers) {
+    if (k != event_headers::deadline_ms)
+      continue;
+    int64_t ms = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+    if (ec == std::errc{} && end == v.data() + v.size() && ms > 0 && ms <= longest_ms)
+      return std::chrono::milliseconds(ms);
+  }
+  return fallback;
+}
+
 struct requester_state {
   static inline const char* name = "nats_requester";
   requester_state() = default;
@@ -1044,9 +1074,18 @@ nats_requester(requester_impl::stateful_pointer<requester_state> self,
           return make_error(errc::service_unavailable, "nats: not connected");
         auto id = st.next_id++;
         auto reply = st.inbox + "." + std::to_string(id);
-        auto rc = natsConnection_PublishRequest(st.conn->nc, subject.c_str(),
-                                                reply.c_str(), payload.data(),
-                                                static_cast<int>(payload.size()));
+        // The responder gives its handler the time this request waits.
+        natsMsg* msg = nullptr;
+        auto rc = natsMsg_Create(&msg, subject.c_str(), reply.c_str(), payload.data(),
+                                 static_cast<int>(payload.size()));
+        if (rc == NATS_OK) {
+          auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline).count();
+          rc = natsMsgHeader_Set(msg, event_headers::deadline_ms,
+                                 std::to_string(std::max<int64_t>(ms, 1)).c_str());
+        }
+        if (rc == NATS_OK)
+          rc = natsConnection_PublishMsg(st.conn->nc, msg);
+        natsMsg_Destroy(msg);
         if (rc != NATS_OK)
           return make_error(errc::service_unavailable, "nats: " + status_text(rc));
         auto rp = self->make_response_promise<std::string>();
@@ -1075,13 +1114,17 @@ nats_requester(requester_impl::stateful_pointer<requester_state> self,
                                 "nats: no responder on " + it->second.first));
         } else {
           std::string error;
-          for (auto& [k, v] : headers)
+          std::string code;
+          for (auto& [k, v] : headers) {
             if (k == event_headers::error)
               error = v;
+            else if (k == event_headers::error_code)
+              code = v;
+          }
           if (error.empty())
             rp.deliver(std::move(payload));
           else
-            rp.deliver(make_error(errc::rejected, error));
+            rp.deliver(make_error(reply_error_code(code), error));
         }
         st.pending.erase(it);
       },
@@ -1112,14 +1155,16 @@ struct responder_state {
   nats_handler_actor handler;
   readiness ready;
 
-  void reply(const std::string& to, const std::string& payload,
-             const std::string& error) {
+  void reply(const std::string& to, const std::string& payload, const std::string& error,
+             const std::string& code) {
     natsMsg* msg = nullptr;
     if (natsMsg_Create(&msg, to.c_str(), nullptr, payload.data(),
                        static_cast<int>(payload.size())) != NATS_OK)
       return;
-    if (!error.empty())
+    if (!error.empty()) {
       natsMsgHeader_Set(msg, event_headers::error, error.c_str());
+      natsMsgHeader_Set(msg, event_headers::error_code, code.c_str());
+    }
     if (auto st = natsConnection_PublishMsg(conn->nc, msg); st != NATS_OK)
       spdlog::warn("nats responder: cannot reply to {}: {}", to, status_text(st));
     natsMsg_Destroy(msg);
@@ -1156,18 +1201,21 @@ nats_responder(responder_pointer self, nats_settings settings, std::string subje
       },
       [=](nats_ready_atom, bool) { self->state.ready.set(); },
       [=](nats_in_atom, const std::string& subj, const std::string& reply_to,
-          headers_list&, const std::string& payload) {
+          headers_list& headers, const std::string& payload) {
         auto& st = self->state;
         st.ready.set();
         if (reply_to.empty())
           return; // a plain message, not a request: nobody to answer
-        self->request(st.handler, st.settings.deliver_timeout, nats_serve_atom::value,
-                      subj, payload)
+        self->request(st.handler, request_deadline(headers, st.settings.deliver_timeout),
+                      nats_serve_atom::value, subj, payload)
             .then(
                 [=](const std::string& answer) {
-                  self->state.reply(reply_to, answer, {});
+                  self->state.reply(reply_to, answer, {}, {});
                 },
-                [=](caf::error& err) { self->state.reply(reply_to, {}, describe(err)); });
+                [=](caf::error& err) {
+                  self->state.reply(reply_to, {}, describe(err),
+                                    to_string(classify(err)));
+                });
       },
       [=](nats_retry_atom) {},
   };

@@ -458,16 +458,20 @@ void pump(relay_pointer self) {
 }
 
 /// Rows were committed (wake), or time passed (poll): look on from the
-/// cursor; on a poll, start over from the first row when rows passed over
-/// are due, or when the round is a while old, since a transaction that took
-/// its sequence number earlier may have committed behind the cursor since.
+/// cursor; on a poll after a full round ended, start over from the first
+/// row when rows passed over are due, or when the round is a while old,
+/// since a transaction that took its sequence number earlier may have
+/// committed behind the cursor since. A full round still scanning is never
+/// cut short: under max_rate, or with many rows failing, it would start
+/// over before reaching the end that sets the backlog gauges.
 void look_for_rows(relay_pointer self, bool poll) {
   auto& st = self->state;
   st.more = true;
   auto sweep_after = std::max<std::chrono::steady_clock::duration>(
       st.settings.poll_interval, late_commit_sweep);
-  if (poll && (unix_millis() >= st.behind_due_ms ||
-               std::chrono::steady_clock::now() - st.round_started >= sweep_after))
+  if (poll && !st.full_round &&
+      (unix_millis() >= st.behind_due_ms ||
+       std::chrono::steady_clock::now() - st.round_started >= sweep_after))
     st.restart = true;
   pump(self);
 }

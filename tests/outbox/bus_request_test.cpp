@@ -286,3 +286,94 @@ TEST_CASE("a request over a NATS route that nobody serves fails as service unava
       10s));
   CHECK(troupe::classify(a.error) == errc::service_unavailable);
 }
+
+namespace {
+
+using answer_later_atom = caf::atom_constant<caf::atom("answerlate")>;
+
+/// Answers each price query after `delay`, the way a slow handler would.
+troupe::request_handler_actor spawn_slow_desk(caf::actor_system& sys,
+                                              std::chrono::milliseconds delay) {
+  using slow_desk =
+      troupe::request_handler_actor::extend<caf::reacts_to<answer_later_atom, uint64_t>>;
+  struct state {
+    uint64_t next = 0;
+    std::map<uint64_t, caf::typed_response_promise<std::string>> held;
+  };
+  auto desk = sys.spawn([delay](slow_desk::stateful_pointer<state> self)
+                            -> slow_desk::behavior_type {
+    return {
+        [=](troupe::serve_request_atom, const std::string&,
+            const std::string&) -> caf::result<std::string> {
+          auto id = self->state.next++;
+          self->state.held.emplace(id, self->make_response_promise<std::string>());
+          self->delayed_send(self, delay, answer_later_atom::value, id);
+          return self->state.held.at(id);
+        },
+        [=](answer_later_atom, uint64_t id) {
+          auto it = self->state.held.find(id);
+          it->second.deliver(troupe::encode_event(price_quote{"slow", 1, "slow desk"}));
+          self->state.held.erase(it);
+        },
+    };
+  });
+  return caf::actor_cast<troupe::request_handler_actor>(desk);
+}
+
+} // namespace
+
+TEST_CASE("a NATS responder gives its handler the time the requester waits, not the "
+          "delivery timeout") {
+  troupe::test::nats_server server;
+  bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
+                 {"events.nats.servers", "[" + server.url() + "]"},
+                 {"events.nats.deliver_timeout", "100ms"}}};
+  auto desk = spawn_slow_desk(*f.sys, 400ms);
+  f.handlers.push_back(desk);
+  troupe::gateways::serve_requests(*f.sys, "pricing.quotes", "pricing", desk);
+  REQUIRE(f.serving("pricing.quotes", "nats"));
+  auto a = f.ask<price_quote>("pricing.quotes", price_query{"widget"}, 5s);
+  INFO(troupe::describe(a.error));
+  REQUIRE(a.reply);
+  CHECK(a.reply->quoted_by == "slow desk");
+}
+
+TEST_CASE("a NATS request whose handler misses the requester's deadline fails as a "
+          "timeout") {
+  troupe::test::nats_server server;
+  bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
+                 {"events.nats.servers", "[" + server.url() + "]"}}};
+  auto desk = spawn_slow_desk(*f.sys, 2s);
+  f.handlers.push_back(desk);
+  troupe::gateways::serve_requests(*f.sys, "pricing.quotes", "pricing", desk);
+  REQUIRE(f.serving("pricing.quotes", "nats"));
+  auto a = f.ask<price_quote>("pricing.quotes", price_query{"widget"}, 300ms);
+  REQUIRE_FALSE(a.reply);
+  CHECK(troupe::classify(a.error) == errc::timeout);
+}
+
+TEST_CASE("a handler serving a NATS route that ends leaves the event bus running") {
+  troupe::test::nats_server server;
+  bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
+                 {"events.nats.servers", "[" + server.url() + "]"}}};
+  auto bus = troupe::gateways::bus_requests(*f.sys);
+  auto h = f.serve_prices("pricing.quotes");
+  REQUIRE(f.serving("pricing.quotes", "nats"));
+  REQUIRE(f.ask<price_quote>("pricing.quotes", price_query{"widget"}).reply);
+  // An error exit, as when the component owning the handler fails.
+  caf::scoped_actor self{*f.sys};
+  self->send_exit(h, caf::exit_reason::unhandled_exception);
+  self->wait_for(h);
+  f.handlers.clear();
+  REQUIRE(eventually(
+      [&] {
+        auto a = f.ask<price_quote>("pricing.quotes", price_query{"widget"});
+        return troupe::describe(a.error).find("no responder") != std::string::npos;
+      },
+      10s));
+  // The same bus answered: it did not go down with the responder.
+  CHECK(troupe::gateways::bus_requests(*f.sys) == bus);
+  auto after = f.ask<price_quote>("pricing.quotes", price_query{"widget"});
+  CHECK(troupe::describe(after.error).find("no responder") != std::string::npos);
+  CHECK(troupe::gateways::bus_requests(*f.sys) == bus);
+}

@@ -542,3 +542,28 @@ TEST_CASE(
   f.stop(relay);
   f.stop(publisher);
 }
+
+TEST_CASE("a paced relay whose broker fails every publish still reports the whole "
+          "backlog") {
+  troupe::test::events_fixture f;
+  std::vector<std::pair<std::string, int32_t>> shipments;
+  for (int i = 0; i < 30; ++i)
+    shipments.emplace_back("key-" + std::to_string(i), 1);
+  emit_shipments(f, shipments);
+  auto always_failing = f.sys->spawn(troupe::test::failing_publisher,
+                                     troupe::publisher_actor{}, std::string{}, -1);
+  auto rs = fast_relay(1000);
+  // Rows come due again faster than the rate lets the relay try them: a
+  // round reaches the end only if polls do not start it over.
+  rs.max_rate = 20;
+  rs.route_of = [](const std::string&) { return std::string{"paced"}; };
+  auto relay = troupe::spawn_relay(*f.sys, f.store_handle, always_failing, rs);
+  CHECK(troupe::test::eventually(
+      [&] {
+        return troupe::test::metric_value("troupe_outbox_route_backlog_rows",
+                                          {{"route", "paced"}}) == 30;
+      },
+      10s));
+  f.stop(relay);
+  f.stop(always_failing);
+}

@@ -26,6 +26,10 @@ constexpr const char* event_type = "event-type";
 constexpr const char* correlation_id = "correlation-id";
 constexpr const char* traceparent = "traceparent";
 constexpr const char* error = "error"; ///< why a dead-lettered message failed
+/// On a request over a broker: how long the requester waits, in milliseconds.
+constexpr const char* deadline_ms = "troupe-deadline-ms";
+/// On an error reply: troupe's code for it (timeout, service_unavailable, …).
+constexpr const char* error_code = "troupe-error-code";
 } // namespace event_headers
 
 /// One event as brokers see it. `id` is unique per node and stable across
