@@ -1,5 +1,6 @@
 #include <troupe/gateways/embedded_broker.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
@@ -353,7 +354,11 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
           auto c = st.committed.find({topic, name});
           it->second.next = c == st.committed.end() ? 0 : c->second;
         }
-        it->second.members.push_back(std::move(consumer));
+        // A node subscribing again (its view of this broker came back) adds
+        // no second member.
+        auto& ms = it->second.members;
+        if (std::find(ms.begin(), ms.end(), consumer) == ms.end())
+          ms.push_back(std::move(consumer));
         deliver_next(self, topic, name);
         return caf::ok_atom::value;
       },

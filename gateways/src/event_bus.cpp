@@ -13,6 +13,7 @@
 #include <troupe/gateways/nats_gateway.hpp>
 #include <troupe/outbox/event_bus_settings.hpp>
 #include <troupe/outbox/route_publisher.hpp>
+#include <troupe/runtime/cluster.hpp>
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/node.hpp>
 #include <troupe/runtime/readiness.hpp>
@@ -125,6 +126,16 @@ struct event_bus_state {
   size_t next_responder = 0;
   nats_requester_actor nats_requester; ///< spawned by the first NATS request
   std::set<std::string> details;
+  // Embedded subscriptions, also made on the embedded brokers of the other
+  // nodes of the cluster, which the bus looks up every remote_broker_scan.
+  struct embedded_subscription {
+    std::string destination;
+    std::string group;
+    event_subscriber consumer;
+  };
+  std::vector<embedded_subscription> embedded;
+  embedded_subscriptions_actor offered; ///< this node's, in the registry
+  std::map<caf::actor_addr, embedded_subscriptions_actor> remote_brokers;
 
   ~event_bus_state() {
     for (auto& [addr, sub] : kafka)
@@ -139,6 +150,52 @@ using bus_pointer = caf::stateful_actor<event_bus_state>*;
 void show_subscription(bus_pointer self, const std::string& subject, std::string state) {
   self->state.details.insert(subject);
   set_readiness_detail(subject, std::move(state));
+}
+
+using remote_broker_scan_atom = caf::atom_constant<caf::atom("rbrkscan")>;
+constexpr auto remote_broker_scan = std::chrono::seconds(1);
+
+/// Subscribes `consumer` on another node's embedded broker; a failure
+/// forgets that broker, so the next scan finds it again and retries.
+void subscribe_remote(bus_pointer self, const embedded_subscriptions_actor& broker,
+                      const event_bus_state::embedded_subscription& sub) {
+  auto addr = broker.address();
+  self->request(broker, std::chrono::seconds(10), subscribe_atom::value, sub.destination,
+                sub.group, sub.consumer)
+      .then([](caf::ok_atom) {},
+            [self, addr, destination = sub.destination](caf::error& err) {
+              spdlog::warn("event bus: cannot subscribe to {} on another node: {}",
+                           destination, describe(err));
+              self->state.remote_brokers.erase(addr);
+            });
+}
+
+/// Looks up the embedded brokers of the other nodes and subscribes every
+/// embedded subscription on the ones not seen before.
+void scan_remote_brokers(bus_pointer self) {
+  auto cluster = local_cluster(self->system());
+  if (!cluster)
+    return;
+  auto names = self->system().message_types<embedded_subscriptions_actor>();
+  self->request(cluster, std::chrono::seconds(2), find_services_atom::value,
+                std::string{embedded_broker_service},
+                std::vector<std::string>(names.begin(), names.end()))
+      .then(
+          [self](std::vector<caf::actor>& found) {
+            auto& st = self->state;
+            for (auto& h : found) {
+              if (h.address() == st.offered.address() ||
+                  st.remote_brokers.count(h.address()) > 0)
+                continue;
+              auto broker = caf::actor_cast<embedded_subscriptions_actor>(h);
+              st.remote_brokers.emplace(h.address(), broker);
+              self->monitor(broker);
+              for (auto& sub : st.embedded)
+                subscribe_remote(self, broker, sub);
+            }
+          },
+          // None offered (no other node runs the bus yet): nothing to do.
+          [](caf::error&) {});
 }
 
 void apply_subscription(bus_pointer self, const std::string& destination,
@@ -158,6 +215,9 @@ void apply_subscription(bus_pointer self, const std::string& destination,
                     destination, group, consumer)
           .then([=](caf::ok_atom) { show_subscription(self, subject, "subscribed"); },
                 [=](caf::error& err) { failing(self->system().render(err)); });
+      st.embedded.push_back({destination, group, consumer});
+      for (auto& [addr, remote] : st.remote_brokers)
+        subscribe_remote(self, remote, st.embedded.back());
       return;
     }
     if (broker == "kafka" ? !st.kafka_config : !st.nats_config)
@@ -298,6 +358,11 @@ void drop_subscriptions_of(bus_pointer self, const caf::actor_addr& consumer) {
       std::remove_if(st.responders.begin(), st.responders.end(),
                      [&](auto& r) { return r.handler.address() == consumer; }),
       st.responders.end());
+  // Other nodes' brokers drop it themselves: their deliveries to it fail.
+  st.embedded.erase(
+      std::remove_if(st.embedded.begin(), st.embedded.end(),
+                     [&](auto& e) { return e.consumer.address() == consumer; }),
+      st.embedded.end());
   std::lock_guard<std::mutex> guard{subscriptions_mtx};
   subscriptions.erase(std::remove_if(subscriptions.begin(), subscriptions.end(),
                                      [&](auto& s) { return s.consumer == consumer; }),
@@ -373,11 +438,38 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
         subscriptions.end());
     pending = subscriptions;
   }
+  // Other nodes subscribe through this, never publish.
+  self->state.offered = sys.spawn([broker](embedded_subscriptions_actor::pointer gate)
+                                      -> embedded_subscriptions_actor::behavior_type {
+    return {
+        [gate, broker](subscribe_atom a, std::string& topic, std::string& group,
+                       event_subscriber& consumer) {
+          return gate->delegate(broker, a, std::move(topic), std::move(group),
+                                std::move(consumer));
+        },
+    };
+  });
+  self->link_to(self->state.offered);
+  {
+    auto names = sys.message_types<embedded_subscriptions_actor>();
+    register_service(sys, embedded_broker_service,
+                     caf::actor_cast<caf::actor>(self->state.offered),
+                     std::vector<std::string>(names.begin(), names.end()));
+  }
   for (auto& p : pending)
     apply(self, p);
-  self->set_down_handler(
-      [self](const caf::down_msg& down) { drop_subscriptions_of(self, down.source); });
+  scan_remote_brokers(self);
+  self->delayed_send(self, remote_broker_scan, remote_broker_scan_atom::value);
+  self->set_down_handler([self](const caf::down_msg& down) {
+    if (self->state.remote_brokers.erase(down.source) > 0)
+      return;
+    drop_subscriptions_of(self, down.source);
+  });
   return {
+      [self](remote_broker_scan_atom) {
+        scan_remote_brokers(self);
+        self->delayed_send(self, remote_broker_scan, remote_broker_scan_atom::value);
+      },
       [self](apply_subscription_atom, const std::string& destination,
              const std::string& group, const caf::actor_addr& addr, uint32_t max_batch,
              bool serves_requests) {
@@ -436,6 +528,11 @@ void add_event_bus(node& n) {
     node_sequence = std::move(seq);
     node_inbox_retention = event_bus_settings_from(cfg).inbox_retention;
   });
+  // What other nodes' buses send this one's embedded broker, and it them.
+  n.messages()
+      .add<event_subscriber>("troupe.event_subscriber")
+      .add<delivered_event>("troupe.delivered_event")
+      .add<std::vector<delivered_event>>("troupe.delivered_events");
   n.actor("events", spawn_event_bus);
 }
 

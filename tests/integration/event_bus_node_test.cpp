@@ -321,3 +321,59 @@ TEST_CASE("a sales report on one node gets its figure from the sales totals on a
   REQUIRE(line);
   CHECK(contains(*line, "sales report: 10 units of widget sold"));
 }
+
+TEST_CASE(
+    "a service on a node without sagas applies the order saga's end events another "
+    "node's embedded broker holds, each once, also after it is killed and restarted",
+    "[events][sagas][cluster]") {
+  temp_dir dir;
+  const std::vector<std::string> fast{"--cluster.heartbeat_interval", "100ms",
+                                      "--cluster.failure_timeout", "1s"};
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  // Four orders, all complete; their events stay in node a's embedded broker.
+  auto sagas =
+      start_node("a",
+                 with({"--services.enabled",
+                       "[sagas, orders, inventory, payment, shipping, events, "
+                       "orders_client]",
+                       "--store.path", (dir.path() / "a").string(),
+                       "--orders_client.count", "4", "--orders_client.fail_every", "0"},
+                      fast),
+                 within(20s));
+  REQUIRE(sagas->wait_for_line("orders client finished: 4 orders", within(30s)));
+  auto notifications_args =
+      with({"--services.enabled", "[events, order_notifications]", "--store.path",
+            (dir.path() / "b").string(), "--cluster.seeds", sagas.cluster_address()},
+           fast);
+  auto told = [](const running_node& n) {
+    return n->count_lines("told order order-");
+  };
+  {
+    auto notifications = start_node("b", notifications_args, within(20s));
+    bool all = eventually(within(30s), [&] { return told(notifications) >= 4; });
+    INFO("b's output:\n" << notifications->output());
+    REQUIRE(all);
+    CHECK(told(notifications) == 4);
+    notifications->kill(SIGKILL);
+    notifications->wait_exit(within(10s));
+  }
+  // Restarted, b subscribes again; its inbox has every order's event already,
+  // so a redelivery from a's broker tells nobody twice. A new order shows
+  // that a's events reach b again.
+  auto notifications = start_node("b", notifications_args, within(20s));
+  auto more = start_node("c",
+                         with({"--services.enabled", "[orders_client]",
+                               "--orders_client.count", "1", "--orders_client.key_prefix",
+                               "later", "--cluster.seeds", sagas.cluster_address()},
+                              fast),
+                         within(20s));
+  bool later = eventually(within(30s), [&] {
+    return notifications->count_lines("told order later-1 ships") == 1;
+  });
+  INFO("b's output after the restart:\n" << notifications->output());
+  REQUIRE(later);
+  CHECK(told(notifications) == 0);
+}

@@ -43,6 +43,14 @@ using embedded_broker_actor =
                             caf::reacts_to<broker_retry_atom, std::string, std::string>,
                             caf::reacts_to<broker_sweep_atom>>;
 
+/// What other nodes may ask of a node's embedded broker: to subscribe their
+/// consumers to its topics, never to publish into them. Each node's event
+/// bus offers it in the cluster registry as `embedded_broker_service`.
+using embedded_subscriptions_actor =
+    caf::typed_actor<caf::replies_to<subscribe_atom, std::string, std::string,
+                                     event_subscriber>::with<caf::ok_atom>>;
+inline constexpr const char* embedded_broker_service = "troupe.events.embedded";
+
 /// Loads the broker's topics and offsets through the store actor (messages
 /// sent meanwhile wait), then serves. Stop it with an exit message
 /// (user_shutdown): its sweep timer keeps it alive.
