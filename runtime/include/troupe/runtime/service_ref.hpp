@@ -11,6 +11,7 @@
 // (errc::service_unavailable) and the call's own failure.
 
 #include <atomic>
+#include <ctime>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -77,6 +78,17 @@ public:
   bool refresh_due(time_point now) const noexcept {
     // Adding, not subtracting: min() (never resolved) minus now overflows.
     return !resolving_ && resolved_at_ + refresh_interval_ <= now;
+  }
+  /// The same on the coarse monotonic clock (a few ms behind, but a
+  /// fraction of a precise read): every call asks it.
+  bool refresh_due() const noexcept {
+    if (resolving_)
+      return false;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    auto now = time_point{std::chrono::duration_cast<time_point::duration>(
+        std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))};
+    return resolved_at_ + refresh_interval_ <= now;
   }
 
   /// The registry to ask: the one given at construction, else the node's
@@ -275,7 +287,7 @@ public:
   template <class OnReply, class OnError>
   void then(OnReply on_reply, OnError on_error) {
     auto& st = detail::typed<Handle>(*st_);
-    if (st.refresh_due(self_->clock().now()) && st.wait(nullptr))
+    if (st.refresh_due() && st.wait(nullptr))
       detail::start_resolution(self_, st_, timeout_);
     if (auto* target = st.pick()) {
       call(self_, *target, timeout_, std::move(request_))
