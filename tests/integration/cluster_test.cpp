@@ -7,6 +7,11 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -383,4 +388,54 @@ TEST_CASE("cluster.members must list the node itself, once", "[cluster][quorum]"
     CHECK(code == 2);
     CHECK(p.count_lines("configuration error: cluster.members") == 1);
   }
+}
+
+namespace {
+
+/// The environment that sets a node's wall clock `seconds` away from this
+/// process's, its monotonic clocks untouched.
+std::map<std::string, std::string> wall_clock_off_by(long seconds) {
+  std::string asan =
+      std::getenv("ASAN_OPTIONS") != nullptr ? std::getenv("ASAN_OPTIONS") : "";
+  // Under ASan the preloaded library comes before ASan's runtime; allow it.
+  asan += (asan.empty() ? "" : ":") + std::string{"verify_asan_link_order=0"};
+  return {{"LD_PRELOAD", TROUPE_WALL_CLOCK_SHIFT_LIBRARY},
+          {"WALL_CLOCK_SHIFT_SECONDS", std::to_string(seconds)},
+          {"ASAN_OPTIONS", asan}};
+}
+
+/// The wall-clock time a node's log line was written, as the node saw it.
+std::optional<std::chrono::system_clock::time_point> logged_at(const std::string& line) {
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(line.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon,
+                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+    return std::nullopt;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return std::chrono::system_clock::from_time_t(timegm(&tm)) +
+         std::chrono::milliseconds(ms);
+}
+
+} // namespace
+
+TEST_CASE("a node whose wall clock is an hour ahead answers calls within their deadlines",
+          "[cluster][clock]") {
+  auto c = start_node("c", fast_detector + runs_greeter, within(patience),
+                      wall_clock_off_by(3600));
+  // The skew took: c stamps its log an hour ahead of this process's clock.
+  auto first = c->wait_for_line("cluster endpoint listening", within(patience));
+  REQUIRE(first);
+  auto stamped = logged_at(*first);
+  REQUIRE(stamped);
+  CHECK(*stamped - std::chrono::system_clock::now() > 50min);
+
+  // Calls carry the time they have left, not an instant on the caller's
+  // clock: c would otherwise see every deadline an hour past.
+  auto a = start_node("a", fast_detector + runs_caller + seeded_by(c), within(patience));
+  auto answered = a->wait_for_line(std::regex{R"(call \d+ answered by node c in \d+us)"},
+                                   within(patience));
+  INFO("log of a:\n" << a->output() << "\nlog of c:\n" << c->output());
+  REQUIRE(answered.has_value());
+  CHECK(c->count_lines("greeting caller #") >= 1);
 }
