@@ -47,17 +47,19 @@ cli="$root/build/cli/troupe"
 
 echo "== starting three troupe nodes on 127.0.0.1 (cluster ports $((base + 1))-$((base + 3)))"
 echo "   a: the saga manager (store in $work/a-store), the order service, the API gateway"
-echo "      and the event bus (each order's end leaves as an event through the outbox;"
-echo "      order_notifications consumes those events, each once)"
-echo "      (gRPC on 127.0.0.1:$grpc, HTTP on 127.0.0.1:$http)"
+echo "      and the event bus (each order's end leaves as an event through the outbox"
+echo "      into a's embedded broker) (gRPC on 127.0.0.1:$grpc, HTTP on 127.0.0.1:$http)"
 echo "   b: inventory and payment (with 5 ms card-network latency)"
-echo "   c: shipping, the greeter and a second gateway (gRPC :$((grpc + 1)), HTTP :$((http + 1)))"
-start a 1 "[sagas, orders, gateway, events, order_notifications]" --store.path "$work/a-store" \
+echo "   c: shipping, the greeter, a second gateway (gRPC :$((grpc + 1)), HTTP :$((http + 1))),"
+echo "      and order_notifications and order_sales, which consume a's events across"
+echo "      the cluster, each once"
+start a 1 "[sagas, orders, gateway, events]" --store.path "$work/a-store" \
   --gateways.grpc.port "$grpc" --gateways.http.port "$http" --gateways.invocable greeter/greet
 wait_for "$work/a.log" "http gateway listening" 20 "${pids[0]}"
 start b 2 "[inventory, payment]" --store.path "$work/b-store" --payment.latency 5ms
 wait_for "$work/b.log" "joined the cluster" 20 "${pids[1]}"
-start c 3 "[shipping, greeter, gateway]" --store.path "$work/c-store" \
+start c 3 "[shipping, greeter, gateway, events, order_notifications, order_sales]" \
+  --store.path "$work/c-store" \
   --gateways.grpc.port $((grpc + 1)) --gateways.http.port $((http + 1))
 wait_for "$work/c.log" "joined the cluster" 20 "${pids[2]}"
 until curl -sf "http://127.0.0.1:$((base + 101))/readyz" >/dev/null &&
@@ -105,12 +107,14 @@ echo "   \$ troupe saga list --type order_processing --page-size 5"
 echo "   \$ troupe invoke greeter greet --input '{\"name\": \"Ada\"}'   (a service call from outside)"
 "$cli" --address "127.0.0.1:$grpc" invoke greeter greet --input '{"name": "Ada"}' | sed 's/^/   /'
 
-echo "== order_notifications consumed each order's end event from the embedded broker (a.log):"
+echo "== on node c, order_notifications consumed each order's end event from a's embedded"
+echo "   broker (c.log), and order_sales counted the completed ones in batches:"
 for _ in $(seq 1 100); do
-  [ "$(grep -c 'notifications: ' "$work/a.log")" -ge 11 ] && break
+  [ "$(grep -c 'notifications: ' "$work/c.log")" -ge 11 ] && break
   sleep 0.1
 done
-grep -h 'notifications: ' "$work/a.log" | sed 's/^.*notifications: /   /'
+grep -h 'notifications: ' "$work/c.log" | sed 's/^.*notifications: /   /'
+grep -h 'sales: ' "$work/c.log" | tail -2 | sed 's/^.*sales: /   sales: /'
 
 echo "== saga, gateway and event metrics on node a (GET http://127.0.0.1:$((base + 101))/metrics):"
 curl -s "http://127.0.0.1:$((base + 101))/metrics" |
