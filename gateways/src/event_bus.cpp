@@ -134,8 +134,15 @@ struct event_bus_state {
     event_subscriber consumer;
   };
   std::vector<embedded_subscription> embedded;
-  embedded_subscriptions_actor offered; ///< this node's, in the registry
-  std::map<caf::actor_addr, embedded_subscriptions_actor> remote_brokers;
+  embedded_peer_actor offered; ///< this node's, in the registry
+  // Other nodes' brokers, with the destinations their request handlers
+  // serve (as of the last scan).
+  struct remote_broker {
+    embedded_peer_actor handle;
+    std::vector<std::string> serves;
+  };
+  std::map<caf::actor_addr, remote_broker> remote_brokers;
+  size_t next_remote = 0;
 
   ~event_bus_state() {
     for (auto& [addr, sub] : kafka)
@@ -157,7 +164,7 @@ constexpr auto remote_broker_scan = std::chrono::seconds(1);
 
 /// Subscribes `consumer` on another node's embedded broker; a failure
 /// forgets that broker, so the next scan finds it again and retries.
-void subscribe_remote(bus_pointer self, const embedded_subscriptions_actor& broker,
+void subscribe_remote(bus_pointer self, const embedded_peer_actor& broker,
                       const event_bus_state::embedded_subscription& sub) {
   auto addr = broker.address();
   self->request(broker, std::chrono::seconds(10), subscribe_atom::value, sub.destination,
@@ -176,7 +183,7 @@ void scan_remote_brokers(bus_pointer self) {
   auto cluster = local_cluster(self->system());
   if (!cluster)
     return;
-  auto names = self->system().message_types<embedded_subscriptions_actor>();
+  auto names = self->system().message_types<embedded_peer_actor>();
   self->request(cluster, std::chrono::seconds(2), find_services_atom::value,
                 std::string{embedded_broker_service},
                 std::vector<std::string>(names.begin(), names.end()))
@@ -184,14 +191,25 @@ void scan_remote_brokers(bus_pointer self) {
           [self](std::vector<caf::actor>& found) {
             auto& st = self->state;
             for (auto& h : found) {
-              if (h.address() == st.offered.address() ||
-                  st.remote_brokers.count(h.address()) > 0)
+              if (h.address() == st.offered.address())
                 continue;
-              auto broker = caf::actor_cast<embedded_subscriptions_actor>(h);
-              st.remote_brokers.emplace(h.address(), broker);
-              self->monitor(broker);
-              for (auto& sub : st.embedded)
-                subscribe_remote(self, broker, sub);
+              auto broker = caf::actor_cast<embedded_peer_actor>(h);
+              if (st.remote_brokers.count(h.address()) == 0) {
+                st.remote_brokers.emplace(h.address(),
+                                          event_bus_state::remote_broker{broker, {}});
+                self->monitor(broker);
+                for (auto& sub : st.embedded)
+                  subscribe_remote(self, broker, sub);
+              }
+              self->request(broker, std::chrono::seconds(2),
+                            served_destinations_atom::value)
+                  .then(
+                      [self, addr = h.address()](std::vector<std::string>& serves) {
+                        auto it = self->state.remote_brokers.find(addr);
+                        if (it != self->state.remote_brokers.end())
+                          it->second.serves = std::move(serves);
+                      },
+                      [](caf::error&) {});
             }
           },
           // None offered (no other node runs the bus yet): nothing to do.
@@ -217,7 +235,7 @@ void apply_subscription(bus_pointer self, const std::string& destination,
                 [=](caf::error& err) { failing(self->system().render(err)); });
       st.embedded.push_back({destination, group, consumer});
       for (auto& [addr, remote] : st.remote_brokers)
-        subscribe_remote(self, remote, st.embedded.back());
+        subscribe_remote(self, remote.handle, st.embedded.back());
       return;
     }
     if (broker == "kafka" ? !st.kafka_config : !st.nats_config)
@@ -297,6 +315,58 @@ void apply(bus_pointer self, const subscription_request& r) {
   }
 }
 
+/// The next of this node's handlers serving `destination`, in turn; null
+/// when none does.
+const request_handler_actor* next_local_handler(bus_pointer self,
+                                                const std::string& destination) {
+  auto& st = self->state;
+  std::vector<size_t> matching;
+  for (size_t i = 0; i < st.responders.size(); ++i)
+    if (subject_matches(st.responders[i].destination, destination))
+      matching.push_back(i);
+  if (matching.empty())
+    return nullptr;
+  return &st.responders[matching[st.next_responder++ % matching.size()]].handler;
+}
+
+/// Asks `target` (a handler here, or another node's bus) with `deadline`;
+/// the requester sees the reply, or why there is none.
+template <class Handle, class... Ts>
+caf::result<std::string> ask_for_reply(bus_pointer self, const Handle& target,
+                                       const std::string& destination,
+                                       caf::timespan deadline, Ts&&... xs) {
+  auto rp = self->make_response_promise<std::string>();
+  self->request(target, deadline, std::forward<Ts>(xs)...)
+      .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
+            [rp, destination](caf::error& err) mutable {
+              // The handler's own refusals arrive as rejected; a handler
+              // (or node) that is gone by now is nobody serving, worth
+              // asking again.
+              switch (classify(err)) {
+              case errc::timeout:
+                rp.deliver(make_error(errc::timeout, "no reply from " + destination));
+                break;
+              case errc::service_unavailable:
+                rp.deliver(make_error(errc::service_unavailable,
+                                      "the handler of " + destination + " is gone"));
+                break;
+              default:
+                rp.deliver(make_error(errc::rejected, describe(err)));
+              }
+            });
+  return rp;
+}
+
+/// A request another node's bus forwards: this node's handlers only.
+caf::result<std::string> serve_here(bus_pointer self, const std::string& destination,
+                                    std::string& payload, caf::timespan deadline) {
+  if (auto* handler = next_local_handler(self, destination))
+    return ask_for_reply(self, *handler, destination, deadline, serve_request_atom::value,
+                         destination, std::move(payload));
+  return make_error(errc::service_unavailable,
+                    "nobody serves requests on " + destination + " on this node");
+}
+
 caf::result<std::string> route_request(bus_pointer self, const std::string& destination,
                                        std::string& payload, caf::timespan deadline) {
   auto& st = self->state;
@@ -313,35 +383,24 @@ caf::result<std::string> route_request(bus_pointer self, const std::string& dest
     return self->delegate(st.nats_requester, nats_request_atom::value, destination,
                           std::move(payload), deadline);
   }
-  // Embedded: the handlers of this node whose destination matches, in turn.
-  std::vector<size_t> matching;
-  for (size_t i = 0; i < st.responders.size(); ++i)
-    if (subject_matches(st.responders[i].destination, destination))
-      matching.push_back(i);
-  if (matching.empty())
+  // Embedded: this node's handlers of the destination in turn, else those
+  // of other nodes' buses that serve it.
+  if (auto* handler = next_local_handler(self, destination))
+    return ask_for_reply(self, *handler, destination, deadline, serve_request_atom::value,
+                         destination, std::move(payload));
+  std::vector<const embedded_peer_actor*> remote;
+  for (auto& [addr, peer] : st.remote_brokers)
+    for (auto& served : peer.serves)
+      if (subject_matches(served, destination)) {
+        remote.push_back(&peer.handle);
+        break;
+      }
+  if (remote.empty())
     return make_error(errc::service_unavailable,
-                      "nobody serves requests on " + destination + " on this node");
-  auto& handler = st.responders[matching[st.next_responder++ % matching.size()]].handler;
-  auto rp = self->make_response_promise<std::string>();
-  self->request(handler, deadline, serve_request_atom::value, destination,
-                std::move(payload))
-      .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
-            [rp, destination](caf::error& err) mutable {
-              // The handler's own refusals arrive as rejected; a handler
-              // that is gone by now is nobody serving, worth asking again.
-              switch (classify(err)) {
-              case errc::timeout:
-                rp.deliver(make_error(errc::timeout, "no reply from " + destination));
-                break;
-              case errc::service_unavailable:
-                rp.deliver(make_error(errc::service_unavailable,
-                                      "the handler of " + destination + " is gone"));
-                break;
-              default:
-                rp.deliver(make_error(errc::rejected, describe(err)));
-              }
-            });
-  return rp;
+                      "nobody serves requests on " + destination + " in the cluster");
+  auto& peer = *remote[st.next_remote++ % remote.size()];
+  return ask_for_reply(self, peer, destination, deadline, serve_here_atom::value,
+                       destination, std::move(payload), deadline);
 }
 
 void drop_subscriptions_of(bus_pointer self, const caf::actor_addr& consumer) {
@@ -438,20 +497,45 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
         subscriptions.end());
     pending = subscriptions;
   }
-  // Other nodes subscribe through this, never publish.
-  self->state.offered = sys.spawn([broker](embedded_subscriptions_actor::pointer gate)
-                                      -> embedded_subscriptions_actor::behavior_type {
+  // Other nodes subscribe and ask this node's handlers through this; they
+  // never publish.
+  self->state.offered = sys.spawn([broker, bus_addr = self->address()](
+                                      embedded_peer_actor::pointer gate)
+                                      -> embedded_peer_actor::behavior_type {
     return {
         [gate, broker](subscribe_atom a, std::string& topic, std::string& group,
                        event_subscriber& consumer) {
           return gate->delegate(broker, a, std::move(topic), std::move(group),
                                 std::move(consumer));
         },
+        [gate, bus_addr](served_destinations_atom a) {
+          // The bus by address: it owns this actor, not the other way.
+          auto bus = caf::actor_cast<caf::actor>(bus_addr);
+          auto rp = gate->make_response_promise<std::vector<std::string>>();
+          gate->request(bus, std::chrono::seconds(2), a)
+              .then(
+                  [rp](std::vector<std::string>& d) mutable { rp.deliver(std::move(d)); },
+                  [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
+        [gate, bus_addr](serve_here_atom a, std::string& destination,
+                         std::string& payload, caf::timespan deadline) {
+          // From another node: bounded before any arithmetic on it.
+          deadline = std::clamp<caf::timespan>(deadline, std::chrono::milliseconds(1),
+                                               std::chrono::hours(1));
+          auto bus = caf::actor_cast<caf::actor>(bus_addr);
+          auto rp = gate->make_response_promise<std::string>();
+          gate->request(bus, deadline + std::chrono::seconds(1), a,
+                        std::move(destination), std::move(payload), deadline)
+              .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
+                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+          return rp;
+        },
     };
   });
   self->link_to(self->state.offered);
   {
-    auto names = sys.message_types<embedded_subscriptions_actor>();
+    auto names = sys.message_types<embedded_peer_actor>();
     register_service(sys, embedded_broker_service,
                      caf::actor_cast<caf::actor>(self->state.offered),
                      std::vector<std::string>(names.begin(), names.end()));
@@ -478,6 +562,17 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
       [self](bus_request_atom, const std::string& destination, std::string& payload,
              caf::timespan deadline) -> caf::result<std::string> {
         return route_request(self, destination, payload, deadline);
+      },
+      [self](serve_here_atom, const std::string& destination, std::string& payload,
+             caf::timespan deadline) -> caf::result<std::string> {
+        return serve_here(self, destination, payload, deadline);
+      },
+      [self](served_destinations_atom) {
+        std::vector<std::string> out;
+        for (auto& r : self->state.responders)
+          if (std::find(out.begin(), out.end(), r.destination) == out.end())
+            out.push_back(r.destination);
+        return out;
       },
   };
 }

@@ -348,9 +348,7 @@ TEST_CASE(
       with({"--services.enabled", "[events, order_notifications]", "--store.path",
             (dir.path() / "b").string(), "--cluster.seeds", sagas.cluster_address()},
            fast);
-  auto told = [](const running_node& n) {
-    return n->count_lines("told order order-");
-  };
+  auto told = [](const running_node& n) { return n->count_lines("told order order-"); };
   {
     auto notifications = start_node("b", notifications_args, within(20s));
     bool all = eventually(within(30s), [&] { return told(notifications) >= 4; });
@@ -376,4 +374,43 @@ TEST_CASE(
   INFO("b's output after the restart:\n" << notifications->output());
   REQUIRE(later);
   CHECK(told(notifications) == 0);
+}
+
+TEST_CASE("a sales report on a node without the sales totals gets its figure from them "
+          "on another node through the embedded brokers",
+          "[events][sagas][cluster]") {
+  temp_dir dir;
+  const std::vector<std::string> fast{"--cluster.heartbeat_interval", "100ms",
+                                      "--cluster.failure_timeout", "1s"};
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  // Orders 1, 2, 4 and 5 complete, all widgets: 2 + 3 + 2 + 3 units.
+  auto sales =
+      start_node("sales",
+                 with({"--services.enabled",
+                       "[sagas, orders, inventory, payment, shipping, events, "
+                       "orders_client, order_sales]",
+                       "--store.path", (dir.path() / "sales").string(),
+                       "--orders_client.count", "6", "--orders_client.fail_every", "3"},
+                      fast),
+                 within(20s));
+  auto counted = sales->wait_for_line("sales: 10 units of widget sold", within(30s));
+  INFO("sales output:\n" << sales->output());
+  REQUIRE(counted);
+
+  // The report's node serves nothing: its bus finds the handler on the
+  // sales node's bus (it asks again while it has not yet).
+  auto report =
+      start_node("report",
+                 with({"--services.enabled", "[events, sales_report]", "--store.path",
+                       (dir.path() / "report").string(), "--sales_report.deadline", "10s",
+                       "--cluster.seeds", sales.cluster_address()},
+                      fast),
+                 within(20s));
+  auto line = report->wait_for_line("sales report:", within(15s));
+  INFO("report output:\n" << report->output());
+  REQUIRE(line);
+  CHECK(contains(*line, "sales report: 10 units of widget sold"));
 }

@@ -5,6 +5,7 @@
 // broker unless a route says otherwise), so services only write
 // outbox_transactions and subscribe.
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -162,6 +163,8 @@ void request_over_bus(Self* self, std::string destination, const Request& reques
     return;
   }
   // The bus answers by the deadline; the margin only covers its own queue.
+  deadline =
+      std::clamp<caf::timespan>(deadline, caf::timespan{1}, std::chrono::hours(24));
   self->request(bus, deadline + std::chrono::seconds(5), bus_request_atom::value,
                 destination, encode_event(request), deadline)
       .then(
