@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <regex>
 #include <string>
 #include <vector>
@@ -19,8 +20,34 @@ namespace {
 using namespace std::chrono_literals;
 using namespace troupe::test;
 
+using strings = std::vector<std::string>;
+
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+strings operator+(strings lhs, const strings& rhs) {
+  lhs.insert(lhs.end(), rhs.begin(), rhs.end());
+  return lhs;
+}
+
+/// Members notice each other going and coming within a second or two.
+const strings fast_cluster{"--cluster.heartbeat_interval", "100ms",
+                           "--cluster.failure_timeout", "1s"};
+
+/// The order saga with its services, the event bus and the sales totals,
+/// and six orders: 1, 2, 4 and 5 complete, all widgets (2 + 3 + 2 + 3
+/// units), so the totals reach "sales: 10 units of widget sold".
+strings sales_node(const std::filesystem::path& store) {
+  return {"--services.enabled",
+          "[sagas, orders, inventory, payment, shipping, events, orders_client, "
+          "order_sales]",
+          "--store.path",
+          store.string(),
+          "--orders_client.count",
+          "6",
+          "--orders_client.fail_every",
+          "3"};
 }
 
 } // namespace
@@ -244,14 +271,7 @@ TEST_CASE("a sales report asks the sales totals over the embedded broker and log
   temp_dir dir;
   auto store = (dir.path() / "store").string();
   {
-    // Orders 1, 2, 4 and 5 complete, all widgets: 2 + 3 + 2 + 3 units.
-    auto node = start_node("a",
-                           {"--services.enabled",
-                            "[sagas, orders, inventory, payment, shipping, events, "
-                            "orders_client, order_sales]",
-                            "--store.path", store, "--orders_client.count", "6",
-                            "--orders_client.fail_every", "3"},
-                           within(20s));
+    auto node = start_node("a", sales_node(store), within(20s));
     auto line = node->wait_for_line("sales: 10 units of widget sold", within(30s));
     INFO("output:\n" << node->output());
     REQUIRE(line);
@@ -294,14 +314,8 @@ TEST_CASE("a sales report on one node gets its figure from the sales totals on a
     CHECK(contains(*line, "sales report: no figure: service_unavailable"));
   }
 
-  auto sales = start_node(
-      "sales",
-      nats_flags({"--services.enabled",
-                  "[sagas, orders, inventory, payment, shipping, "
-                  "events, orders_client, order_sales]",
-                  "--store.path", (dir.path() / "sales").string(),
-                  "--orders_client.count", "6", "--orders_client.fail_every", "3"}),
-      within(20s));
+  auto sales =
+      start_node("sales", nats_flags(sales_node(dir.path() / "sales")), within(20s));
   auto counted = sales->wait_for_line("sales: 10 units of widget sold", within(30s));
   std::string readyz;
   bool serving = eventually(within(15s), [&] {
@@ -327,27 +341,21 @@ TEST_CASE(
     "node's embedded broker holds, each once, also after it is killed and restarted",
     "[events][sagas][cluster]") {
   temp_dir dir;
-  const std::vector<std::string> fast{"--cluster.heartbeat_interval", "100ms",
-                                      "--cluster.failure_timeout", "1s"};
-  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-  };
   // Four orders, all complete; their events stay in node a's embedded broker.
-  auto sagas =
-      start_node("a",
-                 with({"--services.enabled",
-                       "[sagas, orders, inventory, payment, shipping, events, "
-                       "orders_client]",
-                       "--store.path", (dir.path() / "a").string(),
-                       "--orders_client.count", "4", "--orders_client.fail_every", "0"},
-                      fast),
-                 within(20s));
+  auto sagas = start_node("a",
+                          strings{"--services.enabled",
+                                  "[sagas, orders, inventory, payment, shipping, events, "
+                                  "orders_client]",
+                                  "--store.path", (dir.path() / "a").string(),
+                                  "--orders_client.count", "4",
+                                  "--orders_client.fail_every", "0"} +
+                              fast_cluster,
+                          within(20s));
   REQUIRE(sagas->wait_for_line("orders client finished: 4 orders", within(30s)));
-  auto notifications_args =
-      with({"--services.enabled", "[events, order_notifications]", "--store.path",
-            (dir.path() / "b").string(), "--cluster.seeds", sagas.cluster_address()},
-           fast);
+  auto notifications_args = strings{"--services.enabled", "[events, order_notifications]",
+                                    "--store.path",       (dir.path() / "b").string(),
+                                    "--cluster.seeds",    sagas.cluster_address()} +
+                            fast_cluster;
   auto told = [](const running_node& n) { return n->count_lines("told order order-"); };
   {
     auto notifications = start_node("b", notifications_args, within(20s));
@@ -362,12 +370,13 @@ TEST_CASE(
   // so a redelivery from a's broker tells nobody twice. A new order shows
   // that a's events reach b again.
   auto notifications = start_node("b", notifications_args, within(20s));
-  auto more = start_node("c",
-                         with({"--services.enabled", "[orders_client]",
-                               "--orders_client.count", "1", "--orders_client.key_prefix",
-                               "later", "--cluster.seeds", sagas.cluster_address()},
-                              fast),
-                         within(20s));
+  auto more =
+      start_node("c",
+                 strings{"--services.enabled", "[orders_client]", "--orders_client.count",
+                         "1", "--orders_client.key_prefix", "later", "--cluster.seeds",
+                         sagas.cluster_address()} +
+                     fast_cluster,
+                 within(20s));
   bool later = eventually(within(30s), [&] {
     return notifications->count_lines("told order later-1 ships") == 1;
   });
@@ -380,22 +389,8 @@ TEST_CASE("a sales report on a node without the sales totals gets its figure fro
           "on another node through the embedded brokers",
           "[events][sagas][cluster]") {
   temp_dir dir;
-  const std::vector<std::string> fast{"--cluster.heartbeat_interval", "100ms",
-                                      "--cluster.failure_timeout", "1s"};
-  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-  };
-  // Orders 1, 2, 4 and 5 complete, all widgets: 2 + 3 + 2 + 3 units.
   auto sales =
-      start_node("sales",
-                 with({"--services.enabled",
-                       "[sagas, orders, inventory, payment, shipping, events, "
-                       "orders_client, order_sales]",
-                       "--store.path", (dir.path() / "sales").string(),
-                       "--orders_client.count", "6", "--orders_client.fail_every", "3"},
-                      fast),
-                 within(20s));
+      start_node("sales", sales_node(dir.path() / "sales") + fast_cluster, within(20s));
   auto counted = sales->wait_for_line("sales: 10 units of widget sold", within(30s));
   INFO("sales output:\n" << sales->output());
   REQUIRE(counted);
@@ -404,10 +399,10 @@ TEST_CASE("a sales report on a node without the sales totals gets its figure fro
   // sales node's bus (it asks again while it has not yet).
   auto report =
       start_node("report",
-                 with({"--services.enabled", "[events, sales_report]", "--store.path",
-                       (dir.path() / "report").string(), "--sales_report.deadline", "10s",
-                       "--cluster.seeds", sales.cluster_address()},
-                      fast),
+                 strings{"--services.enabled", "[events, sales_report]", "--store.path",
+                         (dir.path() / "report").string(), "--sales_report.deadline",
+                         "10s", "--cluster.seeds", sales.cluster_address()} +
+                     fast_cluster,
                  within(20s));
   auto line = report->wait_for_line("sales report:", within(15s));
   INFO("report output:\n" << report->output());
