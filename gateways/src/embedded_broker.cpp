@@ -300,9 +300,30 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
   self->state.settings = settings;
   self->state.store = std::move(store);
   load_step(self, load_phase::heads, {});
+  // A member that ends (or whose node goes away) leaves its groups at once,
+  // rather than when a delivery to it times out. By control block: a
+  // member replaced by a fresh proxy of the same actor stays.
+  self->set_down_handler([self](caf::down_msg& down) {
+    for (auto& [key, g] : self->state.groups) {
+      auto& ms = g.members;
+      ms.erase(std::remove_if(
+                   ms.begin(), ms.end(),
+                   [&](const event_subscriber& m) {
+                     return caf::actor_cast<caf::strong_actor_ptr>(m.handle()).get() ==
+                            down.source.get();
+                   }),
+               ms.end());
+    }
+  });
   return {
       [=](publish_atom,
           std::vector<outbound_event>& events) -> caf::result<std::vector<std::string>> {
+        // Topics hold what this node's relay publishes; other nodes only
+        // subscribe (a peer that learned this actor's id gets no further).
+        if (auto sender = self->current_sender();
+            sender != nullptr && sender->node() != self->node())
+          return make_error(errc::rejected,
+                            "embedded broker: only its own node publishes into it");
         auto& st = self->state;
         auto now = unix_millis();
         write_batch batch;
@@ -347,17 +368,31 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
         return rp;
       },
       [=](subscribe_atom, const std::string& topic, const std::string& name,
-          event_subscriber consumer) {
+          event_subscriber consumer) -> caf::result<caf::ok_atom> {
+        // Subscriptions may come from other nodes: one consumer, of the
+        // node that subscribes it, taking at least one event at a time.
+        if (static_cast<bool>(consumer.consumer) ==
+            static_cast<bool>(consumer.batch_consumer))
+          return make_error(errc::bad_input, "a subscription names exactly one consumer");
+        if (auto sender = self->current_sender();
+            sender != nullptr && sender->node() != consumer.handle().node())
+          return make_error(errc::bad_input,
+                            "a node may subscribe only consumers of its own");
+        consumer.max_batch = std::max<uint32_t>(consumer.max_batch, 1);
         auto& st = self->state;
         auto [it, fresh] = st.groups.try_emplace({topic, name});
         if (fresh) {
           auto c = st.committed.find({topic, name});
           it->second.next = c == st.committed.end() ? 0 : c->second;
         }
-        // A node subscribing again (its view of this broker came back) adds
-        // no second member.
+        // A node subscribing again (its view of this broker came back)
+        // replaces the member: the handle kept may be a proxy of a
+        // connection that is gone.
+        self->monitor(consumer.handle());
         auto& ms = it->second.members;
-        if (std::find(ms.begin(), ms.end(), consumer) == ms.end())
+        if (auto known = std::find(ms.begin(), ms.end(), consumer); known != ms.end())
+          *known = std::move(consumer);
+        else
           ms.push_back(std::move(consumer));
         deliver_next(self, topic, name);
         return caf::ok_atom::value;

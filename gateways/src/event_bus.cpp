@@ -17,10 +17,40 @@
 #include <troupe/runtime/errors.hpp>
 #include <troupe/runtime/node.hpp>
 #include <troupe/runtime/readiness.hpp>
+#include <troupe/runtime/service.hpp>
 
 namespace troupe::gateways {
 
 namespace {
+
+using served_destinations_atom = caf::atom_constant<caf::atom("evserved")>;
+using serve_here_atom = caf::atom_constant<caf::atom("evhere")>;
+
+/// What other nodes may ask of a node's embedded broker: to subscribe their
+/// consumers to its topics (never to publish into them), which destinations
+/// its request handlers serve, and to ask those handlers (destination,
+/// request, deadline); drain answers at once, as a registered service must.
+/// Each node's event bus offers it in the cluster registry.
+using embedded_peer_actor = caf::typed_actor<
+    caf::replies_to<subscribe_atom, std::string, std::string,
+                    event_subscriber>::with<caf::ok_atom>,
+    caf::replies_to<served_destinations_atom>::with<std::vector<std::string>>,
+    caf::replies_to<serve_here_atom, std::string, std::string,
+                    caf::timespan>::with<std::string>,
+    caf::replies_to<drain_atom>::with<drained_atom>>;
+constexpr const char* embedded_broker_service = "troupe.events.embedded";
+/// The longest a request over the bus may wait, here and on the node that
+/// serves it.
+constexpr auto longest_request = std::chrono::hours(1);
+
+/// True when the message being handled comes from another node: the bus
+/// and the broker answer only their own (their handles reach peers as the
+/// senders of deliveries and replies).
+template <class Self>
+bool from_another_node(Self* self) {
+  auto sender = self->current_sender();
+  return sender != nullptr && sender->node() != self->node();
+}
 
 using event_relay_atom = caf::atom_constant<caf::atom("evrelay")>;
 using event_broker_atom = caf::atom_constant<caf::atom("evbroker")>;
@@ -166,14 +196,15 @@ constexpr auto remote_broker_scan = std::chrono::seconds(1);
 /// forgets that broker, so the next scan finds it again and retries.
 void subscribe_remote(bus_pointer self, const embedded_peer_actor& broker,
                       const event_bus_state::embedded_subscription& sub) {
-  auto addr = broker.address();
   self->request(broker, std::chrono::seconds(10), subscribe_atom::value, sub.destination,
                 sub.group, sub.consumer)
       .then([](caf::ok_atom) {},
-            [self, addr, destination = sub.destination](caf::error& err) {
+            [self, broker, destination = sub.destination](caf::error& err) {
               spdlog::warn("event bus: cannot subscribe to {} on another node: {}",
                            destination, describe(err));
-              self->state.remote_brokers.erase(addr);
+              // Forgotten, so the next scan finds it again and retries.
+              self->demonitor(broker.address());
+              self->state.remote_brokers.erase(broker.address());
             });
 }
 
@@ -190,6 +221,19 @@ void scan_remote_brokers(bus_pointer self) {
       .then(
           [self](std::vector<caf::actor>& found) {
             auto& st = self->state;
+            // A broker the registry no longer lists (its node was marked
+            // down, even if its connection lingers) takes no more requests.
+            for (auto it = st.remote_brokers.begin(); it != st.remote_brokers.end();) {
+              bool listed = std::any_of(found.begin(), found.end(), [&](auto& h) {
+                return h.address() == it->first;
+              });
+              if (listed) {
+                ++it;
+              } else {
+                self->demonitor(it->second.handle.address());
+                it = st.remote_brokers.erase(it);
+              }
+            }
             for (auto& h : found) {
               if (h.address() == st.offered.address())
                 continue;
@@ -522,7 +566,7 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
                          std::string& payload, caf::timespan deadline) {
           // From another node: bounded before any arithmetic on it.
           deadline = std::clamp<caf::timespan>(deadline, std::chrono::milliseconds(1),
-                                               std::chrono::hours(1));
+                                               longest_request);
           auto bus = caf::actor_cast<caf::actor>(bus_addr);
           auto rp = gate->make_response_promise<std::string>();
           gate->request(bus, deadline + std::chrono::seconds(1), a,
@@ -531,6 +575,8 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
                     [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
           return rp;
         },
+        // Nothing of its own to finish: the bus drains with the node.
+        [](drain_atom) { return drained_atom::value; },
     };
   });
   self->link_to(self->state.offered);
@@ -557,18 +603,26 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
       [self](apply_subscription_atom, const std::string& destination,
              const std::string& group, const caf::actor_addr& addr, uint32_t max_batch,
              bool serves_requests) {
+        if (from_another_node(self))
+          return;
         apply(self, {destination, group, addr, max_batch, serves_requests});
       },
       [self](bus_request_atom, const std::string& destination, std::string& payload,
              caf::timespan deadline) -> caf::result<std::string> {
+        if (from_another_node(self))
+          return make_error(errc::rejected, "the event bus takes requests of its node");
         return route_request(self, destination, payload, deadline);
       },
       [self](serve_here_atom, const std::string& destination, std::string& payload,
              caf::timespan deadline) -> caf::result<std::string> {
+        if (from_another_node(self))
+          return make_error(errc::rejected, "the event bus takes requests of its node");
         return serve_here(self, destination, payload, deadline);
       },
       [self](served_destinations_atom) {
         std::vector<std::string> out;
+        if (from_another_node(self))
+          return out;
         for (auto& r : self->state.responders)
           if (std::find(out.begin(), out.end(), r.destination) == out.end())
             out.push_back(r.destination);

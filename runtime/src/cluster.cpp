@@ -560,8 +560,15 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
                                    }),
                     entries.end());
       spdlog::info("service {} stopped; unregistered", name);
-      for (auto& [member, m] : st.members)
-        self->send(m.endpoint, service_down_atom::value, st.self_info.name, name);
+      // Peers drop a service by name: while another instance of it runs
+      // here (a restarted one registered before this down arrived), they
+      // must keep it.
+      bool still_here =
+          std::any_of(entries.begin(), entries.end(),
+                      [&](const service_entry& e) { return e.name == name; });
+      if (!still_here)
+        for (auto& [member, m] : st.members)
+          self->send(m.endpoint, service_down_atom::value, st.self_info.name, name);
       publish_view(self);
       return;
     }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <troupe/gateways/embedded_broker.hpp>
+#include <troupe/runtime/errors.hpp>
 
 #include "outbox/events_fixture.hpp"
 
@@ -219,4 +220,37 @@ TEST_CASE("a consumer group's lag is what the topic holds past its offset") {
   f.stop(broker);
   caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(consumer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a subscription naming no consumer is refused as bad input, and the group "
+          "keeps serving its members") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  caf::scoped_actor self{*f.sys};
+  caf::error refused;
+  self->request(broker, 5s, troupe::subscribe_atom::value, std::string{"orders.shipped"},
+                std::string{"audit"}, troupe::event_subscriber{})
+      .receive([](caf::ok_atom) { FAIL("an empty subscription was taken"); },
+               [&](caf::error& err) { refused = err; });
+  CHECK(troupe::classify(refused) == troupe::errc::bad_input);
+
+  auto seen = std::make_shared<troupe::test::received_events>();
+  subscribe(f, broker, "audit", f.sys->spawn(troupe::test::recording_consumer, seen));
+  publish(f, broker, numbered(3));
+  CHECK(seen->wait_for(3));
+  f.stop(broker);
+}
+
+TEST_CASE("a batch subscription asking for zero events at a time gets one at a time") {
+  troupe::test::events_fixture f;
+  auto broker = troupe::spawn_embedded_broker(*f.sys, f.store_handle);
+  auto seen = std::make_shared<troupe::test::received_batches>();
+  auto consumer = f.sys->spawn(troupe::test::recording_batch_consumer, seen);
+  troupe::event_subscriber zero{consumer, 1};
+  zero.max_batch = 0; // as a peer could send it
+  subscribe(f, broker, "analytics", zero);
+  publish(f, broker, numbered(4));
+  REQUIRE(seen->wait_for(4));
+  CHECK(troupe::test::largest(seen->batches_seen()) == 1);
+  f.stop(broker);
 }

@@ -44,22 +44,6 @@ using embedded_broker_actor =
                             caf::reacts_to<broker_retry_atom, std::string, std::string>,
                             caf::reacts_to<broker_sweep_atom>>;
 
-using served_destinations_atom = caf::atom_constant<caf::atom("evserved")>;
-using serve_here_atom = caf::atom_constant<caf::atom("evhere")>;
-
-/// What other nodes may ask of a node's embedded broker: to subscribe their
-/// consumers to its topics (never to publish into them), which destinations
-/// its request handlers serve, and to ask those handlers (destination,
-/// request, deadline). Each node's event bus offers it in the cluster
-/// registry as `embedded_broker_service`.
-using embedded_peer_actor = caf::typed_actor<
-    caf::replies_to<subscribe_atom, std::string, std::string,
-                    event_subscriber>::with<caf::ok_atom>,
-    caf::replies_to<served_destinations_atom>::with<std::vector<std::string>>,
-    caf::replies_to<serve_here_atom, std::string, std::string,
-                    caf::timespan>::with<std::string>>;
-inline constexpr const char* embedded_broker_service = "troupe.events.embedded";
-
 /// Loads the broker's topics and offsets through the store actor (messages
 /// sent meanwhile wait), then serves. Stop it with an exit message
 /// (user_shutdown): its sweep timer keeps it alive.

@@ -162,9 +162,9 @@ void request_over_bus(Self* self, std::string destination, const Request& reques
     on_error(err);
     return;
   }
-  // The bus answers by the deadline; the margin only covers its own queue.
-  deadline =
-      std::clamp<caf::timespan>(deadline, caf::timespan{1}, std::chrono::hours(24));
+  // The bus answers by the deadline (at most an hour, as the node serving
+  // it allows); the margin only covers its own queue.
+  deadline = std::clamp<caf::timespan>(deadline, caf::timespan{1}, std::chrono::hours(1));
   self->request(bus, deadline + std::chrono::seconds(5), bus_request_atom::value,
                 destination, encode_event(request), deadline)
       .then(
