@@ -11,9 +11,9 @@
 // (errc::service_unavailable) and the call's own failure.
 
 #include <atomic>
-#include <ctime>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <utility>
