@@ -91,6 +91,9 @@ struct consumer_group {
   std::vector<event_subscriber> members;
   size_t turn = 0;
   bool busy = false;
+  // Appends announced while a fetch was reading: the fetch may have read
+  // the store before they were durable, so it must look again.
+  bool appended_while_fetching = false;
   std::deque<delivered_event> fetched;
   prometheus::Gauge* lag = nullptr; ///< looked up once, set at every change
 };
@@ -125,6 +128,7 @@ void report_lag(broker_pointer self, const std::string& topic, const std::string
 void fetch(broker_pointer self, const std::string& topic, const std::string& name) {
   auto& g = self->state.groups[{topic, name}];
   g.busy = true;
+  g.appended_while_fetching = false;
   auto start_after = g.next == 0 ? std::string{} : log_key(topic, g.next - 1);
   self->request(self->state.store, store_timeout, store_scan_atom::value,
                 store_column::state, topic_log_prefix(topic), std::move(start_after),
@@ -145,7 +149,7 @@ void fetch(broker_pointer self, const std::string& topic, const std::string& nam
               if (d.offset >= g.next)
                 g.fetched.push_back(std::move(d));
             }
-            if (!g.fetched.empty())
+            if (!g.fetched.empty() || g.appended_while_fetching)
               deliver_next(self, topic, name);
           },
           [=](caf::error& err) {
@@ -160,7 +164,11 @@ void fetch(broker_pointer self, const std::string& topic, const std::string& nam
 void deliver_next(broker_pointer self, const std::string& topic,
                   const std::string& name) {
   auto& g = self->state.groups[{topic, name}];
-  if (g.busy || g.members.empty())
+  if (g.busy) {
+    g.appended_while_fetching = true;
+    return;
+  }
+  if (g.members.empty())
     return;
   if (g.fetched.empty()) {
     if (g.next < self->state.heads[topic])
