@@ -94,6 +94,11 @@ struct consumer_group {
   // Appends announced while a fetch was reading: the fetch may have read
   // the store before they were durable, so it must look again.
   bool appended_while_fetching = false;
+  // The delivery in flight, if any: its number and its member. A member
+  // whose node goes away never answers (CAF drops messages to a dead
+  // proxy), so its down message ends the delivery instead.
+  uint64_t delivery = 0;
+  const caf::actor_control_block* delivering_to = nullptr;
   std::deque<delivered_event> fetched;
   prometheus::Gauge* lag = nullptr; ///< looked up once, set at every change
 };
@@ -183,11 +188,16 @@ void deliver_next(broker_pointer self, const std::string& topic,
   auto offsets = std::vector<uint64_t>(n);
   for (size_t i = 0; i < n; ++i)
     offsets[i] = batch[i].offset;
+  auto id = ++g.delivery;
+  g.delivering_to = caf::actor_cast<caf::strong_actor_ptr>(member.handle()).get();
   gateways::deliver_events(
       self, member, self->state.settings.deliver_timeout, std::move(batch),
       [=](size_t handled, const caf::error& why) {
         auto& g = self->state.groups[{topic, name}];
+        if (g.delivery != id)
+          return; // given up when its member went away; redelivered since
         g.busy = false;
+        g.delivering_to = nullptr;
         if (handled > 0) {
           auto last = offsets[handled - 1];
           while (!g.fetched.empty() && g.fetched.front().offset <= last)
@@ -321,6 +331,12 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
                             down.source.get();
                    }),
                ms.end());
+      if (g.busy && g.delivering_to != nullptr && g.delivering_to == down.source.get()) {
+        ++g.delivery;
+        g.busy = false;
+        g.delivering_to = nullptr;
+        self->send(self, broker_retry_atom::value, key.first, key.second);
+      }
     }
   });
   return {
