@@ -533,9 +533,11 @@ TEST_CASE("watches dropped by their clients and calls in flight while the node s
       auto reader = own.sagas->WatchSaga(ctx.get(), req);
       v1::Saga s;
       bool got = reader->Read(&s);
-      first_seen.count_down();
+      // Cancel before telling the main thread, which then stops the node: a cancel
+      // after the node's UNAVAILABLE arrived would not change the watch's end.
       if (got && w % 2 == 0)
         ctx->TryCancel();
+      first_seen.count_down();
       while (reader->Read(&s)) {
       }
       ends[static_cast<size_t>(w)] = reader->Finish().error_code();
