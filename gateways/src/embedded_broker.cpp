@@ -14,6 +14,7 @@
 
 #include <troupe/outbox/event_codec.hpp>
 #include <troupe/outbox/outbox_row.hpp>
+#include <troupe/runtime/message_origin.hpp>
 #include <troupe/runtime/store.hpp>
 
 namespace troupe {
@@ -166,6 +167,12 @@ void fetch(broker_pointer self, const std::string& topic, const std::string& nam
           });
 }
 
+// Members are told apart by control block: the proxy of a node that
+// subscribed again is a new member, not the one whose connection went.
+const caf::actor_control_block* control_block_of(const event_subscriber& member) {
+  return caf::actor_cast<caf::strong_actor_ptr>(member.handle()).get();
+}
+
 void deliver_next(broker_pointer self, const std::string& topic,
                   const std::string& name) {
   auto& g = self->state.groups[{topic, name}];
@@ -189,7 +196,7 @@ void deliver_next(broker_pointer self, const std::string& topic,
   for (size_t i = 0; i < n; ++i)
     offsets[i] = batch[i].offset;
   auto id = ++g.delivery;
-  g.delivering_to = caf::actor_cast<caf::strong_actor_ptr>(member.handle()).get();
+  g.delivering_to = control_block_of(member);
   gateways::deliver_events(
       self, member, self->state.settings.deliver_timeout, std::move(batch),
       [=](size_t handled, const caf::error& why) {
@@ -221,10 +228,8 @@ void deliver_next(broker_pointer self, const std::string& topic,
           deliver_next(self, topic, name);
           return;
         }
-        if (why == caf::sec::request_receiver_down) {
-          auto& ms = g.members;
-          ms.erase(std::remove(ms.begin(), ms.end(), member), ms.end());
-        }
+        // A member that went away leaves through the down handler, which
+        // tells a fresh proxy of the same actor from the one that is gone.
         spdlog::debug("embedded broker: {} of group {} at {}: {}", topic, name,
                       offsets[handled], describe(why));
         self->delayed_send(self, self->state.settings.redeliver_delay,
@@ -324,12 +329,10 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
   self->set_down_handler([self](caf::down_msg& down) {
     for (auto& [key, g] : self->state.groups) {
       auto& ms = g.members;
-      ms.erase(std::remove_if(
-                   ms.begin(), ms.end(),
-                   [&](const event_subscriber& m) {
-                     return caf::actor_cast<caf::strong_actor_ptr>(m.handle()).get() ==
-                            down.source.get();
-                   }),
+      ms.erase(std::remove_if(ms.begin(), ms.end(),
+                              [&](const event_subscriber& m) {
+                                return control_block_of(m) == down.source.get();
+                              }),
                ms.end());
       if (g.busy && g.delivering_to != nullptr && g.delivering_to == down.source.get()) {
         ++g.delivery;
@@ -344,8 +347,7 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
           std::vector<outbound_event>& events) -> caf::result<std::vector<std::string>> {
         // Topics hold what this node's relay publishes; other nodes only
         // subscribe (a peer that learned this actor's id gets no further).
-        if (auto sender = self->current_sender();
-            sender != nullptr && sender->node() != self->node())
+        if (!sent_from_this_node(self))
           return make_error(errc::rejected,
                             "embedded broker: only its own node publishes into it");
         auto& st = self->state;
@@ -399,7 +401,7 @@ embedded_broker_actor::behavior_type embedded_broker(broker_pointer self,
             static_cast<bool>(consumer.batch_consumer))
           return make_error(errc::bad_input, "a subscription names exactly one consumer");
         if (auto sender = self->current_sender();
-            sender != nullptr && sender->node() != consumer.handle().node())
+            sender == nullptr || sender->node() != consumer.handle().node())
           return make_error(errc::bad_input,
                             "a node may subscribe only consumers of its own");
         consumer.max_batch = std::max<uint32_t>(consumer.max_batch, 1);

@@ -15,6 +15,7 @@
 #include <troupe/outbox/route_publisher.hpp>
 #include <troupe/runtime/cluster.hpp>
 #include <troupe/runtime/errors.hpp>
+#include <troupe/runtime/message_origin.hpp>
 #include <troupe/runtime/node.hpp>
 #include <troupe/runtime/readiness.hpp>
 #include <troupe/runtime/service.hpp>
@@ -42,15 +43,6 @@ constexpr const char* embedded_broker_service = "troupe.events.embedded";
 /// The longest a request over the bus may wait, here and on the node that
 /// serves it.
 constexpr auto longest_request = std::chrono::hours(1);
-
-/// True when the message being handled comes from another node: the bus
-/// and the broker answer only their own (their handles reach peers as the
-/// senders of deliveries and replies).
-template <class Self>
-bool from_another_node(Self* self) {
-  auto sender = self->current_sender();
-  return sender != nullptr && sender->node() != self->node();
-}
 
 using event_relay_atom = caf::atom_constant<caf::atom("evrelay")>;
 using event_broker_atom = caf::atom_constant<caf::atom("evbroker")>;
@@ -164,7 +156,8 @@ struct event_bus_state {
     event_subscriber consumer;
   };
   std::vector<embedded_subscription> embedded;
-  embedded_peer_actor offered; ///< this node's, in the registry
+  embedded_peer_actor offered;             ///< this node's, in the registry
+  std::vector<std::string> peer_interface; ///< what `offered` understands
   // Other nodes' brokers, with the destinations their request handlers
   // serve (as of the last scan).
   struct remote_broker {
@@ -208,16 +201,29 @@ void subscribe_remote(bus_pointer self, const embedded_peer_actor& broker,
             });
 }
 
+/// Asks this node's bus on behalf of another node's. A request, not a
+/// delegation: the bus takes messages only from its node, and a delegated
+/// one would still name the peer as its sender. The bus by address: it owns
+/// the peer actor, not the other way.
+template <class Reply, class... Ts>
+caf::typed_response_promise<Reply> ask_bus(embedded_peer_actor::pointer gate,
+                                           const caf::actor_addr& bus_addr,
+                                           caf::timespan timeout, Ts&&... xs) {
+  auto rp = gate->make_response_promise<Reply>();
+  gate->request(caf::actor_cast<caf::actor>(bus_addr), timeout, std::forward<Ts>(xs)...)
+      .then([rp](Reply& reply) mutable { rp.deliver(std::move(reply)); },
+            [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  return rp;
+}
+
 /// Looks up the embedded brokers of the other nodes and subscribes every
 /// embedded subscription on the ones not seen before.
 void scan_remote_brokers(bus_pointer self) {
   auto cluster = local_cluster(self->system());
   if (!cluster)
     return;
-  auto names = self->system().message_types<embedded_peer_actor>();
   self->request(cluster, std::chrono::seconds(2), find_services_atom::value,
-                std::string{embedded_broker_service},
-                std::vector<std::string>(names.begin(), names.end()))
+                std::string{embedded_broker_service}, self->state.peer_interface)
       .then(
           [self](std::vector<caf::actor>& found) {
             auto& st = self->state;
@@ -543,49 +549,38 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
   }
   // Other nodes subscribe and ask this node's handlers through this; they
   // never publish.
-  self->state.offered = sys.spawn([broker, bus_addr = self->address()](
-                                      embedded_peer_actor::pointer gate)
-                                      -> embedded_peer_actor::behavior_type {
-    return {
-        [gate, broker](subscribe_atom a, std::string& topic, std::string& group,
-                       event_subscriber& consumer) {
-          return gate->delegate(broker, a, std::move(topic), std::move(group),
-                                std::move(consumer));
-        },
-        [gate, bus_addr](served_destinations_atom a) {
-          // The bus by address: it owns this actor, not the other way.
-          auto bus = caf::actor_cast<caf::actor>(bus_addr);
-          auto rp = gate->make_response_promise<std::vector<std::string>>();
-          gate->request(bus, std::chrono::seconds(2), a)
-              .then(
-                  [rp](std::vector<std::string>& d) mutable { rp.deliver(std::move(d)); },
-                  [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
-          return rp;
-        },
-        [gate, bus_addr](serve_here_atom a, std::string& destination,
-                         std::string& payload, caf::timespan deadline) {
-          // From another node: bounded before any arithmetic on it.
-          deadline = std::clamp<caf::timespan>(deadline, std::chrono::milliseconds(1),
-                                               longest_request);
-          auto bus = caf::actor_cast<caf::actor>(bus_addr);
-          auto rp = gate->make_response_promise<std::string>();
-          gate->request(bus, deadline + std::chrono::seconds(1), a,
-                        std::move(destination), std::move(payload), deadline)
-              .then([rp](std::string& reply) mutable { rp.deliver(std::move(reply)); },
-                    [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
-          return rp;
-        },
-        // Nothing of its own to finish: the bus drains with the node.
-        [](drain_atom) { return drained_atom::value; },
-    };
-  });
+  self->state.offered = sys.spawn(
+      [broker, bus_addr = self->address()](
+          embedded_peer_actor::pointer gate) -> embedded_peer_actor::behavior_type {
+        return {
+            [gate, broker](subscribe_atom a, std::string& topic, std::string& group,
+                           event_subscriber& consumer) {
+              return gate->delegate(broker, a, std::move(topic), std::move(group),
+                                    std::move(consumer));
+            },
+            [gate, bus_addr](served_destinations_atom a) {
+              return ask_bus<std::vector<std::string>>(gate, bus_addr,
+                                                       std::chrono::seconds(2), a);
+            },
+            [gate, bus_addr](serve_here_atom a, std::string& destination,
+                             std::string& payload, caf::timespan deadline) {
+              // From another node: bounded before any arithmetic on it.
+              deadline = std::clamp<caf::timespan>(deadline, std::chrono::milliseconds(1),
+                                                   longest_request);
+              return ask_bus<std::string>(
+                  gate, bus_addr, deadline + std::chrono::seconds(1), a,
+                  std::move(destination), std::move(payload), deadline);
+            },
+            // Nothing of its own to finish: the bus drains with the node.
+            [](drain_atom) { return drained_atom::value; },
+        };
+      });
   self->link_to(self->state.offered);
-  {
-    auto names = sys.message_types<embedded_peer_actor>();
-    register_service(sys, embedded_broker_service,
-                     caf::actor_cast<caf::actor>(self->state.offered),
-                     std::vector<std::string>(names.begin(), names.end()));
-  }
+  auto peer_types = sys.message_types<embedded_peer_actor>();
+  self->state.peer_interface.assign(peer_types.begin(), peer_types.end());
+  register_service(sys, embedded_broker_service,
+                   caf::actor_cast<caf::actor>(self->state.offered),
+                   self->state.peer_interface);
   for (auto& p : pending)
     apply(self, p);
   scan_remote_brokers(self);
@@ -603,25 +598,25 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
       [self](apply_subscription_atom, const std::string& destination,
              const std::string& group, const caf::actor_addr& addr, uint32_t max_batch,
              bool serves_requests) {
-        if (from_another_node(self))
+        if (!sent_from_this_node(self))
           return;
         apply(self, {destination, group, addr, max_batch, serves_requests});
       },
       [self](bus_request_atom, const std::string& destination, std::string& payload,
              caf::timespan deadline) -> caf::result<std::string> {
-        if (from_another_node(self))
+        if (!sent_from_this_node(self))
           return make_error(errc::rejected, "the event bus takes requests of its node");
         return route_request(self, destination, payload, deadline);
       },
       [self](serve_here_atom, const std::string& destination, std::string& payload,
              caf::timespan deadline) -> caf::result<std::string> {
-        if (from_another_node(self))
+        if (!sent_from_this_node(self))
           return make_error(errc::rejected, "the event bus takes requests of its node");
         return serve_here(self, destination, payload, deadline);
       },
       [self](served_destinations_atom) {
         std::vector<std::string> out;
-        if (from_another_node(self))
+        if (!sent_from_this_node(self))
           return out;
         for (auto& r : self->state.responders)
           if (std::find(out.begin(), out.end(), r.destination) == out.end())
@@ -722,8 +717,10 @@ void add_subscription(std::string destination, std::string group, caf::actor_add
   // A bus starting meanwhile reads the list after setting running_bus, so
   // the subscription is applied exactly once either way.
   if (bus)
-    caf::anon_send(bus, apply_subscription_atom::value, std::move(destination),
-                   std::move(group), std::move(addr), max_batch, serves_requests);
+    // Sent as the bus itself: the bus takes subscriptions only from its node,
+    // and an anonymous message could have come from anywhere.
+    caf::send_as(bus, bus, apply_subscription_atom::value, std::move(destination),
+                 std::move(group), std::move(addr), max_batch, serves_requests);
 }
 
 } // namespace

@@ -14,6 +14,7 @@
 #include <caf/io/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <troupe/runtime/message_origin.hpp>
 #include <troupe/runtime/metrics.hpp>
 #include <troupe/runtime/readiness.hpp>
 
@@ -454,13 +455,6 @@ caf::node_id sender_node(self_ptr self) {
   return sender != nullptr ? sender->node() : caf::node_id{};
 }
 
-// Anonymous messages are refused too: a peer's anonymous message carries no
-// sender, so it cannot be told apart from a local one.
-bool from_this_node(self_ptr self) {
-  const auto& sender = self->current_sender();
-  return sender != nullptr && sender->node() == self->node();
-}
-
 caf::error refuse(self_ptr self, const std::string& what, const std::string& why) {
   auto node = sender_node(self);
   spdlog::warn("cluster: refused {} from {}: {}", what,
@@ -683,7 +677,7 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
       },
       [=](register_service_atom, const std::string& name, caf::actor handle,
           std::vector<std::string> interface) {
-        if (!from_this_node(self) || !handle || handle.node() != self->node()) {
+        if (!sent_from_this_node(self) || !handle || handle.node() != self->node()) {
           refuse(self, "register of service " + name,
                  "only this node registers its services");
           return;
@@ -704,7 +698,7 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
       },
       [=](find_service_atom, const std::string& name,
           const std::vector<std::string>& interface) -> caf::result<caf::actor> {
-        if (!from_this_node(self))
+        if (!sent_from_this_node(self))
           return refuse(self, "lookup of " + name, "the registry API is node-local");
         auto entries = entries_named(self->state, name);
         if (entries.empty())
@@ -716,7 +710,7 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
       [=](find_services_atom, const std::string& name,
           const std::vector<std::string>& interface)
           -> caf::result<std::vector<caf::actor>> {
-        if (!from_this_node(self))
+        if (!sent_from_this_node(self))
           return refuse(self, "lookup of " + name, "the registry API is node-local");
         std::vector<caf::actor> result;
         const service_entry* mismatch = nullptr;
@@ -735,12 +729,12 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         return no_provider(name);
       },
       [=](members_atom) -> caf::result<std::vector<member_info>> {
-        if (!from_this_node(self))
+        if (!sent_from_this_node(self))
           return refuse(self, "members", "the registry API is node-local");
         return view_of(self);
       },
       [=](leave_cluster_atom) -> caf::result<caf::ok_atom> {
-        if (!from_this_node(self))
+        if (!sent_from_this_node(self))
           return refuse(self, "leave_cluster", "only this node makes itself leave");
         auto& st = self->state;
         st.leaving = true;
@@ -756,12 +750,12 @@ cluster_actor::behavior_type cluster(self_ptr self, cluster_settings settings,
         return caf::ok_atom::value;
       },
       [=](cluster_tick_atom) {
-        if (from_this_node(self))
+        if (sent_from_this_node(self))
           on_tick(self);
       },
       [=](dialed_atom, const std::string& key, bool ok, const std::string& at,
           uint16_t at_port, const std::string& error) {
-        if (!from_this_node(self))
+        if (!sent_from_this_node(self))
           return;
         if (!ok) {
           self->state.connecting.erase(key);
