@@ -17,7 +17,7 @@
 #include <troupe/runtime/readiness.hpp>
 
 #include "outbox/events_fixture.hpp"
-#include "outbox/nats_server.hpp"
+#include "support/nats_server_process.hpp"
 
 namespace {
 
@@ -262,7 +262,8 @@ TEST_CASE("a request to a destination routed to Kafka is rejected naming events.
 
 TEST_CASE("a request over a NATS route is answered by a handler serving it through the "
           "server") {
-  troupe::test::nats_server server;
+  troupe::test::nats_server_process server;
+  server.start();
   bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
                  {"events.nats.servers", "[" + server.url() + "]"}}};
   f.serve_prices("pricing.quotes");
@@ -273,7 +274,8 @@ TEST_CASE("a request over a NATS route is answered by a handler serving it throu
 }
 
 TEST_CASE("a request over a NATS route that nobody serves fails as service unavailable") {
-  troupe::test::nats_server server;
+  troupe::test::nats_server_process server;
+  server.start();
   bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
                  {"events.nats.servers", "[" + server.url() + "]"}}};
   // The requester connects on the first request; ask until it is connected.
@@ -324,7 +326,8 @@ troupe::request_handler_actor spawn_slow_desk(caf::actor_system& sys,
 
 TEST_CASE("a NATS responder gives its handler the time the requester waits, not the "
           "delivery timeout") {
-  troupe::test::nats_server server;
+  troupe::test::nats_server_process server;
+  server.start();
   bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
                  {"events.nats.servers", "[" + server.url() + "]"},
                  {"events.nats.deliver_timeout", "100ms"}}};
@@ -340,7 +343,8 @@ TEST_CASE("a NATS responder gives its handler the time the requester waits, not 
 
 TEST_CASE("a NATS request whose handler misses the requester's deadline fails as a "
           "timeout") {
-  troupe::test::nats_server server;
+  troupe::test::nats_server_process server;
+  server.start();
   bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
                  {"events.nats.servers", "[" + server.url() + "]"}}};
   auto desk = spawn_slow_desk(*f.sys, 2s);
@@ -353,7 +357,8 @@ TEST_CASE("a NATS request whose handler misses the requester's deadline fails as
 }
 
 TEST_CASE("a handler serving a NATS route that ends leaves the event bus running") {
-  troupe::test::nats_server server;
+  troupe::test::nats_server_process server;
+  server.start();
   bus_fixture f{{{"events.routes", "[pricing.*=nats]"},
                  {"events.nats.servers", "[" + server.url() + "]"}}};
   auto bus = troupe::gateways::bus_requests(*f.sys);

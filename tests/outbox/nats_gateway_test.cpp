@@ -12,17 +12,15 @@
 #include <fcntl.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <troupe/runtime/errors.hpp>
 
 #include "outbox/events_fixture.hpp"
-#include "outbox/nats_server.hpp"
 #include "support/http_get.hpp"
 #include "support/nats_client.hpp"
+#include "support/nats_server_process.hpp"
 
 namespace {
 
@@ -30,7 +28,7 @@ using namespace std::chrono_literals;
 using troupe::test::eventually;
 using troupe::test::free_port;
 using troupe::test::nats_client;
-using troupe::test::nats_server;
+using troupe::test::nats_server_process;
 using troupe::test::received_events;
 
 troupe::nats_settings test_settings(const std::string& url) {
@@ -60,7 +58,7 @@ troupe::outbound_event event(std::string id, std::string key,
 }
 
 struct nats_fixture {
-  nats_server server;
+  nats_server_process server;
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   troupe::nats_settings settings;
@@ -68,7 +66,9 @@ struct nats_fixture {
 
   nats_fixture()
       : sys(std::make_unique<caf::actor_system>(cfg))
-      , settings(test_settings(server.url())) {}
+      , settings(test_settings(server.url())) {
+    server.start();
+  }
 
   ~nats_fixture() {
     stop_all();

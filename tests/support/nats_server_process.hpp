@@ -1,7 +1,7 @@
 #pragma once
 
-// A real nats-server with JetStream for the node tests, run as a child
-// process the test starts, stops and kills.
+// A real nats-server with JetStream for the broker and node tests, run as a
+// child process the test starts, stops and kills.
 
 #include <chrono>
 #include <csignal>
@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/http_get.hpp"
 #include "support/node_process.hpp"
 
 namespace troupe::test {
@@ -23,6 +24,12 @@ public:
   nats_server_process(std::filesystem::path store, uint16_t port)
       : store_(std::move(store))
       , port_(port) {}
+
+  /// Not started yet, on a free port, with a store directory of its own.
+  nats_server_process()
+      : own_store_(std::make_unique<temp_dir>())
+      , store_(own_store_->path() / "js")
+      , port_(free_port()) {}
 
   std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
 
@@ -48,6 +55,7 @@ public:
   }
 
 private:
+  std::unique_ptr<temp_dir> own_store_;
   std::filesystem::path store_;
   uint16_t port_;
   std::unique_ptr<node_process> proc_;
