@@ -157,7 +157,8 @@ void declare_runtime_config(config_schema& s) {
       .default_value("0")
       .min(0)
       .max(1024)
-      .describe("Scheduler worker threads; 0 = one per core.");
+      .describe(
+          "Scheduler worker threads; 0 = CAF's default, one per core but at least four.");
   s.declare("scheduler.max_throughput", value_kind::integer)
       .default_value("300")
       .min(1)
