@@ -98,8 +98,11 @@ void ask_sales(caf::event_based_actor* self, std::string sku,
       },
       [self, until](caf::error& err) {
         constexpr auto pause = milliseconds(100);
+        // Asked again only with a pause's worth left after the pause: a last
+        // ask with a few milliseconds could only time out, which would hide
+        // that nobody serves.
         if (troupe::classify(err) == troupe::errc::service_unavailable &&
-            steady_clock::now() + pause < until) {
+            steady_clock::now() + 2 * pause < until) {
           self->delayed_send(self, pause, ask_sales_atom::value);
           return;
         }
