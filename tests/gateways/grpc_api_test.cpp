@@ -851,8 +851,8 @@ TEST_CASE(
 
 TEST_CASE("a client over its rate limit is RESOURCE_EXHAUSTED with a retry hint",
           "[gateway][grpc]") {
-  auto g = start_gateway_node(
-      "a", {"--gateways.rate_limit.per_client", "1", "--gateways.rate_limit.burst", "1"});
+  auto g = start_gateway_node("a", {"--gateways.rate_limit.per_client", "0.01",
+                                    "--gateways.rate_limit.burst", "1"});
   api_client api{g.grpc_port};
   v1::ListSagasResponse page;
   auto first = api.context();

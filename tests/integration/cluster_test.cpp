@@ -111,7 +111,7 @@ TEST_CASE("after kill -9 of node C calls from A fail with a clear error within t
   REQUIRE(failed.has_value());
   auto elapsed = failed->received - killed_at;
   INFO("first clear failure after " << seconds(elapsed) << "s: " << failed->text);
-  CHECK(elapsed < failure_timeout + 1s);
+  CHECK(elapsed < failure_timeout + 2s); // room for a loaded, sanitized node
   CHECK(failed->text.find("no live node provides service 'greeter'") !=
         std::string::npos);
 
@@ -179,10 +179,10 @@ TEST_CASE("a node that stops answering (SIGSTOP) is marked down after the failur
   REQUIRE(down.has_value());
   auto elapsed = down->received - stopped_at;
   INFO("marked down after " << seconds(elapsed) << "s");
-  // Not before the failure timeout (less the ping already under way), and
-  // not much after it.
-  CHECK(elapsed >= failure_timeout - heartbeat_interval - 50ms);
-  CHECK(elapsed < failure_timeout + 1s);
+  // Not before the failure timeout (less the pings under way when C stopped,
+  // which C may have been slow to answer), and not much after it.
+  CHECK(elapsed >= failure_timeout - 3 * heartbeat_interval);
+  CHECK(elapsed < failure_timeout + 2s); // room for a loaded, sanitized node
   CHECK(
       n.b->wait_for_line(std::regex{"member c at .* is down"}, within(patience), mark_b));
   require_members(n.a, {"a", "b"});
@@ -260,8 +260,9 @@ TEST_CASE("SIGTERM drains, leaves the cluster and exits 0", "[cluster]") {
   INFO("log of c:\n" << n.c->output());
   REQUIRE(left_a.has_value());
   REQUIRE(left_b.has_value());
-  CHECK(left_a->received - term_at < 2s);
-  CHECK(left_b->received - term_at < 2s);
+  // Well before the 10 s detector could have told them.
+  CHECK(left_a->received - term_at < 5s);
+  CHECK(left_b->received - term_at < 5s);
 
   // Unready from the start of the drain; gone after it.
   CHECK(eventually(within(patience),

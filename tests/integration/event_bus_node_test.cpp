@@ -7,6 +7,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -124,6 +125,19 @@ double metric_sum(const std::string& text, const std::string& family) {
     sum += std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
   }
   return sum;
+}
+
+// The value of the sample of `family` whose labels contain `label`.
+std::optional<double> metric_sample(const std::string& text, const std::string& family,
+                                    const std::string& label) {
+  for (size_t pos = 0; (pos = text.find(family + "{", pos)) != std::string::npos;) {
+    auto close = text.find('}', pos);
+    bool line_start = pos == 0 || text[pos - 1] == '\n';
+    if (line_start && text.substr(pos, close - pos).find(label) != std::string::npos)
+      return std::stod(text.substr(close + 2, text.find('\n', close) - close - 2));
+    pos = close;
+  }
+  return std::nullopt;
 }
 
 } // namespace
@@ -369,6 +383,17 @@ TEST_CASE(
     INFO("b's output:\n" << notifications->output());
     REQUIRE(all);
     CHECK(told(notifications) == 4);
+    // b logs before its inbox commits; a's broker counts an event consumed
+    // only once b acknowledged it after the commit. Killed before that, b
+    // would rightly be told again.
+    bool acknowledged = eventually(within(30s), [&] {
+      auto r = http_get(sagas.status_port, "/metrics");
+      auto lag = r ? metric_sample(r->body, "troupe_events_consumer_lag",
+                                   "group=\"order-notifications\"")
+                   : std::nullopt;
+      return lag && *lag == 0;
+    });
+    REQUIRE(acknowledged);
     notifications->kill(SIGKILL);
     notifications->wait_exit(within(10s));
   }

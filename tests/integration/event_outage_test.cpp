@@ -484,10 +484,11 @@ TEST_CASE("a node killed -9 while it publishes its outbox to NATS publishes the 
   temp_dir dir;
   nats_server_process nats{dir.path() / "js", free_port()};
   auto store = dir.path() / "store";
-  // One row per publish call and one call at a time: publishing 60 rows
-  // takes long enough to be killed in.
+  // One row per publish call, one call at a time, 20 rows a second:
+  // publishing 60 rows takes long enough to be killed in.
   auto flags = nats_flags(nats.url());
-  for (auto* f : {"--events.relay.batch_size", "1", "--events.relay.max_in_flight", "1"})
+  for (auto* f : {"--events.relay.batch_size", "1", "--events.relay.max_in_flight", "1",
+                  "--events.relay.max_rate", "20"})
     flags.emplace_back(f);
   auto node = start_order_node(store, flags);
   auto orders = start_orders(node.http_port, "order", n);
@@ -620,6 +621,13 @@ TEST_CASE(
   REQUIRE(readyz);
   CHECK(contains(readyz->body, "events subscription orders.completed (nats, group "
                                "order-notifications): subscribed"));
+  // The service logs before its inbox commits and acknowledges after: killed
+  // before the acknowledgements, it would rightly be told again.
+  nats_client observer{nats.url()};
+  bool acknowledged = eventually(within(20s), [&] {
+    return observer.settled(stream_name, "order-notifications-orders_completed");
+  });
+  REQUIRE(acknowledged);
   kill_hard(node);
 
   auto again = start_order_node(store, nats_flags(nats.url()), services);

@@ -59,6 +59,18 @@ struct nats_client {
     jsStreamInfo_Destroy(info);
     return n;
   }
+
+  /// Whether `consumer` of `stream` has had every message delivered and
+  /// acknowledged; false while it does not exist.
+  bool settled(const char* stream, const char* consumer) const {
+    jsConsumerInfo* info = nullptr;
+    if (!ok() ||
+        js_GetConsumerInfo(&info, js, stream, consumer, nullptr, nullptr) != NATS_OK)
+      return false;
+    bool done = info->NumAckPending == 0 && info->NumPending == 0;
+    jsConsumerInfo_Destroy(info);
+    return done;
+  }
 };
 
 } // namespace troupe::test
