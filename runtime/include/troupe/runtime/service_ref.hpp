@@ -81,15 +81,7 @@ public:
   }
   /// The same on the coarse monotonic clock (a few ms behind, but a
   /// fraction of a precise read): every call asks it.
-  bool refresh_due() const noexcept {
-    if (resolving_)
-      return false;
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    auto now = time_point{std::chrono::duration_cast<time_point::duration>(
-        std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))};
-    return resolved_at_ + refresh_interval_ <= now;
-  }
+  bool refresh_due() const noexcept { return !resolving_ && refresh_due(coarse_now()); }
 
   /// The registry to ask: the one given at construction, else the node's
   /// cluster actor; invalid when there is none.
@@ -131,6 +123,14 @@ private:
     caf::actor handle;
     std::shared_ptr<std::atomic<bool>> alive;
   };
+
+  // The monotonic clock CAF's steady clock reads, at the kernel's tick.
+  static time_point coarse_now() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return time_point{std::chrono::duration_cast<time_point::duration>(
+        std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))};
+  }
 
   std::string name_;
   std::vector<std::string> interface_;
