@@ -40,9 +40,6 @@ using embedded_peer_actor = caf::typed_actor<
                     caf::timespan>::with<std::string>,
     caf::replies_to<drain_atom>::with<drained_atom>>;
 constexpr const char* embedded_broker_service = "troupe.events.embedded";
-/// The longest a request over the bus may wait, here and on the node that
-/// serves it.
-constexpr auto longest_request = std::chrono::hours(1);
 
 using event_relay_atom = caf::atom_constant<caf::atom("evrelay")>;
 using event_broker_atom = caf::atom_constant<caf::atom("evbroker")>;
@@ -566,7 +563,7 @@ caf::behavior event_bus(bus_pointer self, event_bus_settings settings,
                              std::string& payload, caf::timespan deadline) {
               // From another node: bounded before any arithmetic on it.
               deadline = std::clamp<caf::timespan>(deadline, std::chrono::milliseconds(1),
-                                                   longest_request);
+                                                   longest_bus_request);
               return ask_bus<std::string>(
                   gate, bus_addr, deadline + std::chrono::seconds(1), a,
                   std::move(destination), std::move(payload), deadline);

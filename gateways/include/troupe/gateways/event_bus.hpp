@@ -146,6 +146,10 @@ using bus_requests_actor =
 /// This node's running event bus; invalid while none runs.
 bus_requests_actor bus_requests(caf::actor_system& sys);
 
+/// The longest a request over the bus may wait, on the node that asks and
+/// on the node that serves it.
+inline constexpr auto longest_bus_request = std::chrono::hours(1);
+
 /// Asks whoever serves `destination` through its broker, then calls
 /// `on_reply(Reply&)` or `on_error(caf::error&)`: errc::timeout when no
 /// reply came within `deadline`, errc::service_unavailable when nobody
@@ -162,9 +166,9 @@ void request_over_bus(Self* self, std::string destination, const Request& reques
     on_error(err);
     return;
   }
-  // The bus answers by the deadline (at most an hour, as the node serving
-  // it allows); the margin only covers its own queue.
-  deadline = std::clamp<caf::timespan>(deadline, caf::timespan{1}, std::chrono::hours(1));
+  // The bus answers by the deadline (at most the node serving it allows);
+  // the margin only covers its own queue.
+  deadline = std::clamp<caf::timespan>(deadline, caf::timespan{1}, longest_bus_request);
   self->request(bus, deadline + std::chrono::seconds(5), bus_request_atom::value,
                 destination, encode_event(request), deadline)
       .then(
