@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/http_get.hpp"
+#include "support/metrics_text.hpp"
 #include "support/nats_server_process.hpp"
 #include "support/node_process.hpp"
 
@@ -108,39 +109,6 @@ TEST_CASE("a node running the event bus lists each event route's state in /ready
   CHECK(listed);
   CHECK(summary.has_value());
 }
-
-namespace {
-
-// The sum of a Prometheus family's samples in /metrics text.
-double metric_sum(const std::string& text, const std::string& family) {
-  double sum = 0;
-  size_t pos = 0;
-  while ((pos = text.find(family, pos)) != std::string::npos) {
-    bool line_start = pos == 0 || text[pos - 1] == '\n';
-    auto after = pos + family.size();
-    pos = after;
-    if (!line_start || after >= text.size() || (text[after] != ' ' && text[after] != '{'))
-      continue;
-    auto space = text.find(' ', text[after] == '{' ? text.find('}', after) : after);
-    sum += std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
-  }
-  return sum;
-}
-
-// The value of the sample of `family` whose labels contain `label`.
-std::optional<double> metric_sample(const std::string& text, const std::string& family,
-                                    const std::string& label) {
-  for (size_t pos = 0; (pos = text.find(family + "{", pos)) != std::string::npos;) {
-    auto close = text.find('}', pos);
-    bool line_start = pos == 0 || text[pos - 1] == '\n';
-    if (line_start && text.substr(pos, close - pos).find(label) != std::string::npos)
-      return std::stod(text.substr(close + 2, text.find('\n', close) - close - 2));
-    pos = close;
-  }
-  return std::nullopt;
-}
-
-} // namespace
 
 TEST_CASE("every order saga's end is published as an event through the node's outbox "
           "and embedded broker",
@@ -388,8 +356,8 @@ TEST_CASE(
     // would rightly be told again.
     bool acknowledged = eventually(within(30s), [&] {
       auto r = http_get(sagas.status_port, "/metrics");
-      auto lag = r ? metric_sample(r->body, "troupe_events_consumer_lag",
-                                   "group=\"order-notifications\"")
+      auto lag = r ? metric_samples_sum(r->body, "troupe_events_consumer_lag",
+                                        "group=\"order-notifications\"")
                    : std::nullopt;
       return lag && *lag == 0;
     });

@@ -35,6 +35,7 @@
 
 #include "outbox/events_fixture.hpp"
 #include "support/http_get.hpp"
+#include "support/metrics_text.hpp"
 #include "support/nats_client.hpp"
 #include "support/nats_server_process.hpp"
 #include "support/node_process.hpp"
@@ -52,22 +53,6 @@ bool contains(const std::string& text, const std::string& part) {
 }
 
 // -- the node ------------------------------------------------------------------
-
-// The sum of a Prometheus family's samples in /metrics text.
-double metric_sum(const std::string& text, const std::string& family) {
-  double sum = 0;
-  size_t pos = 0;
-  while ((pos = text.find(family, pos)) != std::string::npos) {
-    bool line_start = pos == 0 || text[pos - 1] == '\n';
-    auto after = pos + family.size();
-    pos = after;
-    if (!line_start || after >= text.size() || (text[after] != ' ' && text[after] != '{'))
-      continue;
-    auto space = text.find(' ', text[after] == '{' ? text.find('}', after) : after);
-    sum += std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
-  }
-  return sum;
-}
 
 struct relay_metrics {
   double published = 0; ///< rows acknowledged by their broker, since this process started
