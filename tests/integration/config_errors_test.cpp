@@ -69,6 +69,15 @@ TEST_CASE("an out-of-bounds flag is rejected with the bounds", "[config]") {
   check_rejected(out, {"cluster.port", "70000", "65535", "--cluster.port"});
 }
 
+TEST_CASE("a seed without a port from 1 to 65535 is rejected naming the seed",
+          "[config]") {
+  for (std::string seed : {"host:abc", "host:70000", "host:0", "host"}) {
+    INFO("seed " << seed);
+    auto out = run_to_exit({"--node.name", "a", "--cluster.seeds", "[" + seed + "]"});
+    check_rejected(out, {"cluster.seeds", "'" + seed + "'"});
+  }
+}
+
 TEST_CASE("a missing required key is rejected with the ways to set it", "[config]") {
   auto out = run_to_exit({"--cluster.port", "0", "--status.port", "0"});
   check_rejected(out, {"node.name", "TROUPE_NODE_NAME", "--node.name"});
